@@ -1,0 +1,221 @@
+// Driver for the expensive, once-per-structure stage: unique reflections,
+// multiplicities and |F|^2.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "drivers.hpp"
+#include "fail.hpp"
+#include "parallel.hpp"
+#include "xrdflow/lattice.hpp"
+#include "xrdflow/reflections.hpp"
+#include "xrdflow/scattering.hpp"
+#include "xrdflow/structure_factor.hpp"
+#include "xrdflow/symmetry.hpp"
+
+namespace xrdflow {
+namespace {
+
+// The largest Laue group (m-3m) has 48 operations.
+constexpr int kMaxLaueOps = 48;
+
+void check_offsets(const int64_t* offsets, int64_t n_structures, int64_t total, const char* what) {
+  if (offsets[0] != 0) fail(what, " offsets must start at 0, got ", offsets[0]);
+  for (int64_t i = 0; i < n_structures; ++i)
+    if (offsets[i + 1] < offsets[i])
+      fail(what, " offsets must be non-decreasing; structure ", i, " has ", offsets[i], " > ", offsets[i + 1]);
+  if (offsets[n_structures] != total)
+    fail(what, " offsets end at ", offsets[n_structures], " but ", total, " rows were given");
+}
+
+void check_finite(const double* x, int64_t n, const char* what) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) fail(what, " contains a non-finite value (NaN or inf) at flat index ", i);
+}
+
+Rotation negate(const Rotation& r) {
+  Rotation n;
+  for (int i = 0; i < 9; ++i) n.m[i] = -r.m[i];
+  return n;
+}
+
+bool same(const Rotation& a, const Rotation& b) { return std::equal(a.m, a.m + 9, b.m); }
+
+Rotation multiply(const Rotation& a, const Rotation& b) {
+  Rotation c;
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) c.m[3 * i + j] = a.m[3 * i] * b.m[j] + a.m[3 * i + 1] * b.m[3 + j] + a.m[3 * i + 2] * b.m[6 + j];
+  return c;
+}
+
+int determinant(const Rotation& r) {
+  const int* m = r.m;
+  return m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) + m[2] * (m[3] * m[7] - m[4] * m[6]);
+}
+
+// Laue group = distinct rotations of the space group together with their
+// negatives (Friedel).  Checked for closure so that orbit sizes are exact.
+std::vector<Rotation> laue_group(const int32_t* rot, int64_t n_ops, int64_t structure) {
+  std::vector<Rotation> group;
+  auto add = [&](const Rotation& r) {
+    for (const auto& g : group)
+      if (same(g, r)) return;
+    group.push_back(r);
+  };
+  for (int64_t i = 0; i < n_ops; ++i) {
+    Rotation r;
+    for (int k = 0; k < 9; ++k) {
+      r.m[k] = rot[9 * i + k];
+      // Integer rotations in any reasonable basis have small entries; the
+      // bound also keeps R^T h far from int overflow.
+      if (r.m[k] < -64 || r.m[k] > 64)
+        fail("structure ", structure, ": symmetry operation ", i, " has a rotation entry ", r.m[k],
+             " outside [-64, 64]; reduce the cell (e.g. Niggli) before simulating");
+    }
+    const int det = determinant(r);
+    if (det != 1 && det != -1)
+      fail("structure ", structure, ": symmetry operation ", i, " has a rotation with determinant ", det,
+           " (must be +1 or -1)");
+    add(r);
+    add(negate(r));
+    if (group.size() > static_cast<size_t>(kMaxLaueOps))
+      fail("structure ", structure, ": more than ", kMaxLaueOps,
+           " distinct point operations; these are not the operations of a crystallographic space group");
+  }
+  for (const auto& a : group)
+    for (const auto& b : group) {
+      const Rotation c = multiply(a, b);
+      if (std::none_of(group.begin(), group.end(), [&](const Rotation& g) { return same(g, c); }))
+        fail("structure ", structure, ": the symmetry rotations do not form a group (product not closed)");
+    }
+  return group;
+}
+
+struct OneStructure {
+  std::vector<int32_t> hkl;
+  std::vector<double> d, f2;
+  std::vector<int32_t> multiplicity;
+};
+
+void validate(const StructureBatch& b, const ReflectionOptions& opt) {
+  if (b.n_structures < 0) fail("negative number of structures");
+  if (!(opt.d_min > 0.0) || !std::isfinite(opt.d_min)) fail("d_min must be a positive finite number of angstrom, got ", opt.d_min);
+  check_offsets(b.atom_offsets, b.n_structures, b.n_atoms, "atom");
+  check_offsets(b.type_offsets, b.n_structures, b.n_types, "scatterer type");
+  check_offsets(b.op_offsets, b.n_structures, b.n_ops, "symmetry operation");
+  check_finite(b.lattice, 9 * b.n_structures, "lattice");
+  check_finite(b.frac, 3 * b.n_atoms, "fractional coordinates");
+  check_finite(b.occupancy, b.n_atoms, "occupancy");
+  check_finite(b.b_iso, b.n_atoms, "B_iso");
+  check_finite(b.it92, kIT92Coefs * b.n_types, "IT92 coefficients");
+  check_finite(b.fp, b.n_types, "f'");
+  check_finite(b.fpp, b.n_types, "f''");
+  check_finite(b.neutron_b, b.n_types, "neutron scattering length");
+  check_finite(b.translations, 3 * b.n_ops, "symmetry translations");
+  for (int64_t s = 0; s < b.n_structures; ++s) {
+    const Metric g = direct_metric(b.lattice + 9 * s);
+    const double v2 = metric_determinant(g);
+    if (!(v2 > 1e-12 * g.g11 * g.g22 * g.g33) || !(v2 > 0.0))
+      fail("structure ", s, ": lattice is degenerate (cell volume ~ 0); give three independent lattice vectors");
+    if (b.op_offsets[s + 1] == b.op_offsets[s])
+      fail("structure ", s, ": no symmetry operations; give at least the identity");
+    const int64_t n_types = b.type_offsets[s + 1] - b.type_offsets[s];
+    for (int64_t j = b.atom_offsets[s]; j < b.atom_offsets[s + 1]; ++j) {
+      if (b.atom_type[j] < 0 || b.atom_type[j] >= n_types)
+        fail("structure ", s, ": atom ", j - b.atom_offsets[s], " has scatterer type ", b.atom_type[j],
+             " outside [0, ", n_types, ")");
+      if (b.occupancy[j] < 0.0 || b.occupancy[j] > 1.0 + 1e-6)
+        fail("structure ", s, ": occupancy ", b.occupancy[j], " outside [0, 1]");
+      if (b.b_iso[j] < 0.0) fail("structure ", s, ": negative B_iso ", b.b_iso[j]);
+    }
+    const Miller box = hkl_bounds(g, opt.d_min);
+    const double box_points = (2.0 * box.h + 1.0) * (2.0 * box.k + 1.0) * (2.0 * box.l + 1.0);
+    if (box_points > opt.max_box)
+      fail("structure ", s, ": the hkl search box (", 2 * box.h + 1, " x ", 2 * box.k + 1, " x ", 2 * box.l + 1,
+           " = ", box_points, " points) exceeds the cap of ", opt.max_box,
+           " points; use a larger d_min (smaller 2-theta range or shorter wavelength) or raise max_reflections");
+  }
+}
+
+OneStructure structure_reflections(const StructureBatch& b, int64_t s, const ReflectionOptions& opt) {
+  const int64_t op0 = b.op_offsets[s], n_ops = b.op_offsets[s + 1] - op0;
+  const std::vector<Rotation> laue = laue_group(b.rotations + 9 * op0, n_ops, s);
+  std::vector<Rotation> ops(n_ops);
+  for (int64_t i = 0; i < n_ops; ++i)
+    for (int k = 0; k < 9; ++k) ops[i].m[k] = b.rotations[9 * (op0 + i) + k];
+  const double* trans = b.translations + 3 * op0;
+
+  const Metric g = direct_metric(b.lattice + 9 * s);
+  const Metric gs = reciprocal_metric(g);
+  const Miller box = hkl_bounds(g, opt.d_min);
+  const double inv_d2_max = 1.0 / (opt.d_min * opt.d_min);
+
+  const int64_t a0 = b.atom_offsets[s], t0 = b.type_offsets[s];
+  const AtomsView atoms{b.frac + 3 * a0, b.atom_type + a0, b.occupancy + a0, b.b_iso + a0,
+                        static_cast<int>(b.atom_offsets[s + 1] - a0)};
+  const ScatterersView sc{b.it92 + kIT92Coefs * t0, b.fp + t0, b.fpp + t0, b.neutron_b + t0,
+                          static_cast<int>(b.type_offsets[s + 1] - t0), opt.neutron};
+  std::vector<double> f_real(sc.n_types), f_imag(sc.n_types);
+
+  OneStructure out;
+  for (int h = -box.h; h <= box.h; ++h)
+    for (int k = -box.k; k <= box.k; ++k)
+      for (int l = -box.l; l <= box.l; ++l) {
+        const Miller m{h, k, l};
+        const double q2 = inv_d2(gs, m);  // 1/d^2
+        if (q2 > inv_d2_max || (h == 0 && k == 0 && l == 0)) continue;
+        int mult = 0;
+        if (!canonical_in_orbit(m, laue.data(), static_cast<int>(laue.size()), &mult)) continue;
+        if (systematically_absent(m, ops.data(), trans, static_cast<int>(n_ops), opt.absence_tol)) continue;
+        const double stol2 = 0.25 * q2;  // (sin(theta)/lambda)^2 = 1 / (4 d^2)
+        scattering_factors(sc, stol2, f_real.data(), f_imag.data());
+        out.hkl.insert(out.hkl.end(), {h, k, l});
+        out.d.push_back(1.0 / std::sqrt(q2));
+        out.f2.push_back(structure_factor_f2(m, stol2, atoms, f_real.data(), f_imag.data()));
+        out.multiplicity.push_back(mult);
+      }
+  // Sort by decreasing d (increasing 2-theta), ties by hkl, for reproducible tables.
+  std::vector<size_t> order(out.d.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t i, size_t j) {
+    if (out.d[i] != out.d[j]) return out.d[i] > out.d[j];
+    return std::lexicographical_compare(out.hkl.begin() + 3 * j, out.hkl.begin() + 3 * j + 3,
+                                        out.hkl.begin() + 3 * i, out.hkl.begin() + 3 * i + 3);
+  });
+  OneStructure sorted;
+  sorted.hkl.reserve(out.hkl.size());
+  for (size_t i : order) {
+    sorted.hkl.insert(sorted.hkl.end(), out.hkl.begin() + 3 * i, out.hkl.begin() + 3 * i + 3);
+    sorted.d.push_back(out.d[i]);
+    sorted.f2.push_back(out.f2[i]);
+    sorted.multiplicity.push_back(out.multiplicity[i]);
+  }
+  return sorted;
+}
+
+}  // namespace
+
+ReflectionTable compute_reflections(const StructureBatch& batch, const ReflectionOptions& opt) {
+  validate(batch, opt);
+  std::vector<OneStructure> per(batch.n_structures);
+  parallel_for(batch.n_structures, opt.threads, [&](int64_t s) { per[s] = structure_reflections(batch, s, opt); });
+
+  ReflectionTable t;
+  t.offsets.assign(batch.n_structures + 1, 0);
+  for (int64_t s = 0; s < batch.n_structures; ++s) t.offsets[s + 1] = t.offsets[s] + per[s].d.size();
+  const size_t n = t.offsets.back();
+  t.hkl.reserve(3 * n);
+  t.d.reserve(n);
+  t.f2.reserve(n);
+  t.multiplicity.reserve(n);
+  for (auto& p : per) {
+    t.hkl.insert(t.hkl.end(), p.hkl.begin(), p.hkl.end());
+    t.d.insert(t.d.end(), p.d.begin(), p.d.end());
+    t.f2.insert(t.f2.end(), p.f2.begin(), p.f2.end());
+    t.multiplicity.insert(t.multiplicity.end(), p.multiplicity.begin(), p.multiplicity.end());
+    p = OneStructure{};  // release as we go to keep peak memory near one copy
+  }
+  return t;
+}
+
+}  // namespace xrdflow

@@ -1,0 +1,104 @@
+// Driver for the cheap, every-sample stage: cached reflections -> patterns.
+#include <algorithm>
+#include <cmath>
+
+#include "drivers.hpp"
+#include "fail.hpp"
+#include "parallel.hpp"
+#include "xrdflow/lattice.hpp"
+#include "xrdflow/profile.hpp"
+#include "xrdflow/render.hpp"
+
+namespace xrdflow {
+
+void validate_render(const ReflectionView& r, const RenderOptions& o) {
+  if (o.n_lines < 1) fail("at least one wavelength is needed");
+  for (int i = 0; i < o.n_lines; ++i) {
+    if (!(o.wavelengths[i] > 0.0) || !std::isfinite(o.wavelengths[i]))
+      fail("wavelength ", i, " must be a positive number of angstrom, got ", o.wavelengths[i]);
+    if (!(o.line_weights[i] >= 0.0) || !std::isfinite(o.line_weights[i]))
+      fail("line weight ", i, " must be >= 0, got ", o.line_weights[i]);
+  }
+  if (o.n_points < 2) fail("the grid needs at least 2 points, got ", o.n_points);
+  for (int i = 0; i < o.n_points; ++i) {
+    if (!std::isfinite(o.grid_two_theta[i]) || !std::isfinite(o.axis[i])) fail("grid point ", i, " is not finite");
+    if (i > 0 && !(o.grid_two_theta[i] > o.grid_two_theta[i - 1] && o.axis[i] > o.axis[i - 1]))
+      fail("the grid must be strictly increasing; point ", i, " is not");
+  }
+  if (!(o.grid_two_theta[0] > 0.0) || !(o.grid_two_theta[o.n_points - 1] < 180.0))
+    fail("2-theta grid must lie inside (0, 180) degrees");
+  const auto& p = o.profile;
+  const double vals[] = {p.u, p.v, p.w, p.x, p.y, p.size_angstrom, p.scherrer_k, p.microstrain,
+                         o.zero_shift_deg, o.cos2_2theta_m, o.cutoff_rel};
+  for (double v : vals)
+    if (!std::isfinite(v)) fail("profile and instrument parameters must be finite");
+  if (!(o.cutoff_rel > 0.0 && o.cutoff_rel < 1.0)) fail("cutoff_rel must be in (0, 1), got ", o.cutoff_rel);
+  if (r.offsets[0] != 0 || r.offsets[r.n_structures] != r.n_reflections)
+    fail("reflection offsets must start at 0 and end at the number of reflections");
+  for (int64_t s = 0; s < r.n_structures; ++s)
+    if (r.offsets[s + 1] < r.offsets[s]) fail("reflection offsets must be non-decreasing (structure ", s, ")");
+  for (int64_t i = 0; i < r.n_reflections; ++i)
+    if (!(r.d[i] > 0.0) || !std::isfinite(r.d[i]) || !std::isfinite(r.f2[i]) || r.multiplicity[i] < 1)
+      fail("reflection ", i, " is invalid (needs d > 0, finite |F|^2, multiplicity >= 1)");
+}
+
+namespace {
+
+// Render one structure into `acc` (double accumulation, n_points).
+void render_one(const ReflectionView& r, const RenderOptions& o, int64_t s, double* acc) {
+  const double lo = o.grid_two_theta[0], hi = o.grid_two_theta[o.n_points - 1];
+  for (int line = 0; line < o.n_lines; ++line) {
+    const double lambda = o.wavelengths[line], weight = o.line_weights[line];
+    if (weight == 0.0) continue;
+    for (int64_t i = r.offsets[s]; i < r.offsets[s + 1]; ++i) {
+      const double tt = bragg_two_theta_deg(r.d[i], lambda);
+      if (tt <= 0.0 || tt >= 180.0) continue;
+      const PeakShape shape = tch_shape(tt, lambda, o.profile);
+      if (!(shape.fwhm_deg > 0.0)) continue;
+      const double centre = tt + o.zero_shift_deg;
+      const double cut = profile_cutoff(shape.fwhm_deg, shape.eta, o.cutoff_rel);
+      if (centre + cut < lo || centre - cut > hi) continue;
+      const double area = weight * r.multiplicity[i] * r.f2[i] * lorentz_polarization(tt, o.cos2_2theta_m, o.neutron);
+      add_peak(o.grid_two_theta, o.n_points, centre, area, shape.fwhm_deg, shape.eta, cut, acc);
+    }
+  }
+}
+
+void normalize(const RenderOptions& o, double* acc) {
+  double scale = 0.0;
+  if (o.normalization == Normalization::max) {
+    scale = *std::max_element(acc, acc + o.n_points);
+  } else if (o.normalization == Normalization::area) {
+    for (int i = 1; i < o.n_points; ++i) scale += 0.5 * (acc[i] + acc[i - 1]) * (o.axis[i] - o.axis[i - 1]);
+  } else {
+    return;
+  }
+  if (scale > 0.0)
+    for (int i = 0; i < o.n_points; ++i) acc[i] /= scale;
+}
+
+}  // namespace
+
+void render_patterns(const ReflectionView& r, const RenderOptions& o, float* out) {
+  validate_render(r, o);
+  parallel_for(r.n_structures, o.threads, [&](int64_t s) {
+    std::vector<double> acc(o.n_points, 0.0);
+    render_one(r, o, s, acc.data());
+    normalize(o, acc.data());
+    float* row = out + s * static_cast<int64_t>(o.n_points);
+    for (int i = 0; i < o.n_points; ++i) row[i] = static_cast<float>(acc[i]);
+  });
+}
+
+void peak_intensities(const ReflectionView& r, double wavelength, double cos2_2theta_m, bool neutron,
+                      double* two_theta_deg, double* lp, double* intensity) {
+  if (!(wavelength > 0.0) || !std::isfinite(wavelength)) fail("wavelength must be positive, got ", wavelength);
+  for (int64_t i = 0; i < r.n_reflections; ++i) {
+    const double tt = bragg_two_theta_deg(r.d[i], wavelength);
+    two_theta_deg[i] = tt;
+    lp[i] = (tt > 0.0 && tt < 180.0) ? lorentz_polarization(tt, cos2_2theta_m, neutron) : 0.0;
+    intensity[i] = r.multiplicity[i] * r.f2[i] * lp[i];
+  }
+}
+
+}  // namespace xrdflow

@@ -1,0 +1,405 @@
+"""Powder patterns from structures: the :class:`Simulator`.
+
+The work is split as in DESIGN.md:
+
+1. *reflections* (expensive, once per structure): spglib symmetry in Python,
+   then in C++ the symmetry-unique hkl up to d_min, their multiplicities and
+   Friedel-averaged |F|^2 (:meth:`Simulator.reflections`);
+2. *render* (cheap, every sample): Bragg angles for each emission line,
+   Lorentz-polarization, TCH pseudo-Voigt profiles on the output grid
+   (:meth:`Simulator.render`).
+
+Both stages take whole batches as flat (CSR) arrays and run in C++ threads
+with the GIL released.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import _core
+from .radiation import Radiation, parse_radiation
+from .scattering import anomalous_dispersion, it92_coefficients, neutron_scattering_length
+from .structure import Structure
+from .symmetry import symmetry_operations
+
+NORMALIZATIONS = {"none": 0, "max": 1, "area": 2}
+
+# Default instrument profile: Caglioti U, V, W (deg^2) of phase 2 of the FullProf
+# refinement of a laboratory Cu K-alpha pattern of TaCr2O6 shipped in
+# shared/data/experimental (Rietveld_refinment_TaCr2O6.pcr); FWHM ~0.05-0.07 deg.
+DEFAULT_CAGLIOTI = (0.002915, -0.006758, 0.006255)
+
+
+@dataclass(frozen=True)
+class PeakTable:
+    """Diffraction lines of one structure at the primary wavelength.
+
+    ``two_theta`` is the Bragg angle in degrees (no zero shift applied), ``d``
+    in angstrom, ``F2`` the Friedel-averaged |F|^2 without LP or multiplicity
+    (electrons^2 for X-rays, fm^2 for neutrons), ``intensity`` = M |F|^2 LP.
+    Rows are sorted by 2-theta.
+    """
+
+    hkl: np.ndarray
+    d: np.ndarray
+    two_theta: np.ndarray
+    F2: np.ndarray
+    multiplicity: np.ndarray
+    intensity: np.ndarray
+    wavelength: float
+
+    def __len__(self) -> int:
+        return len(self.d)
+
+    def relative_intensity(self) -> np.ndarray:
+        """Intensities scaled so that the strongest line is 100."""
+        top = self.intensity.max() if len(self) else 0.0
+        return self.intensity * (100.0 / top) if top > 0 else self.intensity.copy()
+
+    def to_text(self, limit: int | None = None) -> str:
+        """A fixed-width table (h k l, d, 2-theta, I/Imax, M), strongest ``limit`` lines if given."""
+        rows = np.arange(len(self))
+        if limit is not None and limit < len(self):
+            rows = np.sort(np.argsort(-self.intensity, kind="stable")[:limit])
+        rel = self.relative_intensity()
+        lines = [f"{'h':>4}{'k':>4}{'l':>4}{'d (A)':>11}{'2theta':>10}{'I/Imax':>9}{'M':>5}"]
+        for i in rows:
+            h, k, l = self.hkl[i]
+            lines.append(f"{h:4d}{k:4d}{l:4d}{self.d[i]:11.5f}{self.two_theta[i]:10.4f}{rel[i]:9.2f}"
+                         f"{self.multiplicity[i]:5d}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Reflections:
+    """Symmetry-unique reflections of many structures, as flat CSR arrays.
+
+    The rows of structure ``i`` are ``offsets[i]:offsets[i+1]``, sorted by
+    decreasing d.  ``F2`` is the Friedel-averaged |F|^2 (no LP, no
+    multiplicity); ``lattices`` (B, 3, 3) angstrom are kept so that later
+    stages can recompute d from hkl under a strained metric.
+    """
+
+    offsets: np.ndarray       # (B + 1,) int64
+    hkl: np.ndarray           # (R, 3) int32
+    d: np.ndarray             # (R,) float64, angstrom
+    F2: np.ndarray            # (R,) float64
+    multiplicity: np.ndarray  # (R,) int32
+    lattices: np.ndarray      # (B, 3, 3) float64, angstrom
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_reflections(self) -> int:
+        return len(self.d)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.offsets, self.hkl, self.d, self.F2, self.multiplicity, self.lattices))
+
+    def rows(self, i: int) -> slice:
+        """Slice of the flat arrays that belongs to structure ``i``."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"structure index {i} out of range for {len(self)} structures")
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+
+def _as_structure(obj) -> Structure:
+    if isinstance(obj, Structure):
+        return obj
+    module = type(obj).__module__
+    if module.startswith("pymatgen"):
+        return Structure.from_pymatgen(obj)
+    if module.startswith("ase"):
+        return Structure.from_ase(obj)
+    raise TypeError(f"expected an xrdflow.Structure (or a pymatgen Structure / ASE Atoms), got {type(obj).__name__}; "
+                    "build one with Structure.from_cif, from_pymatgen, from_ase or from_arrays")
+
+
+def _finite(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def _threads(threads) -> int:
+    if threads is None:
+        return 0
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None (all cores), got {threads!r}")
+    return int(threads)
+
+
+class Simulator:
+    """Powder diffraction simulator for one instrument configuration.
+
+    Parameters
+    ----------
+    radiation : "CuKa" (K-alpha1 + K-alpha2, ratio 0.5; also MoKa, CoKa, FeKa,
+        CrKa, AgKa), "CuKa1" (one line) or a wavelength in angstrom.
+    two_theta : (start, stop) in degrees 2-theta, 0 < start < stop < 180.
+    n_points, step : grid size, or step in degrees (give one; default 4096 points).
+    q : (start, stop) in 1/angstrom to sample on a Q = 4 pi sin(theta) / lambda
+        grid instead (Q from the primary wavelength); ``n_points`` points.
+    probe : "xray" or "neutron" (coherent scattering lengths, no polarization).
+    U, V, W : Caglioti Gaussian terms, H_G^2 = U tan^2 th + V tan th + W (deg^2).
+    X, Y : Lorentzian terms, H_L = X tan th + Y / cos th (deg).
+    crystallite_size_nm : Scherrer size (Lorentzian, K = ``scherrer_k``); None = none.
+    microstrain : apparent strain delta d / d (Gaussian, 4 eps tan th); 0 = none.
+    zero_shift_deg : added to every peak position (degrees 2-theta).
+    monochromator_two_theta_deg : 2-theta of a monochromator for the LP factor (0 = none).
+    anomalous : include f', f'' (Cromer-Liberman at the primary wavelength).
+    normalization : "max" (strongest point = 1), "area" (unit area over the
+        output axis) or "none" (absolute M |F|^2 LP per degree).
+    symprec : spglib tolerance in angstrom.
+    max_reflections : refuse structures whose resolution sphere holds more
+        hkl than this (memory/time cap, checked before allocating).
+    cutoff_rel : profiles are cut where they fall below this fraction of
+        their peak height (default 1e-3, see profile.hpp).
+    """
+
+    def __init__(self, radiation: "str | float | Radiation" = "CuKa", two_theta: Sequence[float] | None = None,
+                 n_points: int | None = None, *, step: float | None = None, q: Sequence[float] | None = None,
+                 probe: str = "xray", U: float = DEFAULT_CAGLIOTI[0], V: float = DEFAULT_CAGLIOTI[1],
+                 W: float = DEFAULT_CAGLIOTI[2], X: float = 0.0, Y: float = 0.0,
+                 crystallite_size_nm: float | None = None, scherrer_k: float = 0.9, microstrain: float = 0.0,
+                 zero_shift_deg: float = 0.0, monochromator_two_theta_deg: float = 0.0, anomalous: bool = False,
+                 normalization: str = "max", symprec: float = 1e-3, max_reflections: int = 2_000_000,
+                 cutoff_rel: float = 1e-3):
+        self.radiation = parse_radiation(radiation)
+        if probe not in ("xray", "neutron"):
+            raise ValueError(f"probe must be 'xray' or 'neutron', got {probe!r}")
+        self.probe = probe
+        if probe == "neutron" and anomalous:
+            raise ValueError("anomalous dispersion applies to X-rays only; use anomalous=False with probe='neutron'")
+        self.anomalous = bool(anomalous)
+        self._build_grid(two_theta, n_points, step, q)
+
+        self.U, self.V, self.W, self.X, self.Y = (_finite(n, v) for n, v in zip("UVWXY", (U, V, W, X, Y)))
+        if crystallite_size_nm is not None and not _finite("crystallite_size_nm", crystallite_size_nm) > 0:
+            raise ValueError(f"crystallite_size_nm must be > 0 (or None for no size broadening), got {crystallite_size_nm}")
+        self.crystallite_size_nm = None if crystallite_size_nm is None else float(crystallite_size_nm)
+        self.scherrer_k = _finite("scherrer_k", scherrer_k)
+        if not 0 < self.scherrer_k <= 2:
+            raise ValueError(f"scherrer_k must be in (0, 2] (0.9 is usual), got {scherrer_k}")
+        self.microstrain = _finite("microstrain", microstrain)
+        if not 0 <= self.microstrain < 0.1:
+            raise ValueError(f"microstrain is delta d / d and must be in [0, 0.1), got {microstrain}")
+        self.zero_shift_deg = _finite("zero_shift_deg", zero_shift_deg)
+        if abs(self.zero_shift_deg) > 5:
+            raise ValueError(f"zero_shift_deg must be within +-5 degrees, got {zero_shift_deg}")
+        mono = _finite("monochromator_two_theta_deg", monochromator_two_theta_deg)
+        if not 0 <= mono < 180:
+            raise ValueError(f"monochromator_two_theta_deg must be in [0, 180), got {monochromator_two_theta_deg}")
+        self.monochromator_two_theta_deg = mono
+        self._cos2_2theta_m = math.cos(math.radians(mono)) ** 2
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {sorted(NORMALIZATIONS)}, got {normalization!r}")
+        self.normalization = normalization
+        self.symprec = _finite("symprec", symprec)
+        if not 0 < self.symprec < 1:
+            raise ValueError(f"symprec is in angstrom and must be in (0, 1), got {symprec}")
+        if isinstance(max_reflections, bool) or not isinstance(max_reflections, (int, np.integer)) or max_reflections < 1:
+            raise ValueError(f"max_reflections must be a positive integer, got {max_reflections!r}")
+        self.max_reflections = int(max_reflections)
+        self.cutoff_rel = _finite("cutoff_rel", cutoff_rel)
+        if not 0 < self.cutoff_rel < 1:
+            raise ValueError(f"cutoff_rel must be in (0, 1), got {cutoff_rel}")
+        self._check_profile()
+
+    # ------------------------------------------------------------------ setup
+    def _build_grid(self, two_theta, n_points, step, q) -> None:
+        lam = self.radiation.primary_wavelength
+        if n_points is not None and step is not None:
+            raise ValueError("give either n_points or step, not both")
+        if q is not None:
+            if two_theta is not None or step is not None:
+                raise ValueError("q= sets the grid by itself; do not also give two_theta or step")
+            q0, q1 = (_finite("q", v) for v in q)
+            if not 0 < q0 < q1:
+                raise ValueError(f"q range must satisfy 0 < start < stop (1/angstrom), got {tuple(q)}")
+            q_reach = 4 * math.pi / lam
+            if q1 >= q_reach:
+                raise ValueError(f"q stop {q1:g} 1/A is beyond the reach of lambda = {lam:g} A "
+                                 f"(Q < 4 pi / lambda = {q_reach:.4g}); lower it or use a shorter wavelength")
+            n = self._n_points(n_points if n_points is not None else 4096)
+            self.q = np.linspace(q0, q1, n)
+            self.two_theta_deg = np.degrees(2 * np.arcsin(self.q * lam / (4 * math.pi)))
+            self.axis = self.q
+            self.axis_name = "Q (1/angstrom)"
+        else:
+            start, stop = (5.0, 90.0) if two_theta is None else tuple(two_theta)
+            start, stop = _finite("two_theta start", start), _finite("two_theta stop", stop)
+            if not 0 < start < stop < 180:
+                raise ValueError(f"two_theta must satisfy 0 < start < stop < 180 degrees, got ({start}, {stop})")
+            if step is not None:
+                step = _finite("step", step)
+                if step <= 0:
+                    raise ValueError(f"step must be > 0 degrees, got {step}")
+                n = self._n_points(int(math.floor((stop - start) / step + 1e-9)) + 1)
+                self.two_theta_deg = start + step * np.arange(n)
+            else:
+                n = self._n_points(n_points if n_points is not None else 4096)
+                self.two_theta_deg = np.linspace(start, stop, n)
+            self.q = None
+            self.axis = self.two_theta_deg
+            self.axis_name = "2theta (degrees)"
+        self.two_theta_deg = np.ascontiguousarray(self.two_theta_deg, dtype=np.float64)
+        self.axis = np.ascontiguousarray(self.axis, dtype=np.float64)
+
+    @staticmethod
+    def _n_points(n) -> int:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"n_points must be an integer, got {n!r}")
+        if not 2 <= n <= 10_000_000:
+            raise ValueError(f"n_points must be between 2 and 10,000,000, got {n}")
+        return int(n)
+
+    @property
+    def n_points(self) -> int:
+        return len(self.axis)
+
+    def _profile_args(self) -> dict:
+        size = 0.0 if self.crystallite_size_nm is None else 10.0 * self.crystallite_size_nm
+        return dict(U=self.U, V=self.V, W=self.W, X=self.X, Y=self.Y, size_angstrom=size,
+                    scherrer_k=self.scherrer_k, microstrain=self.microstrain)
+
+    def peak_shape(self, two_theta_deg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(FWHM in degrees, Lorentzian fraction eta, cutoff half-width in degrees) at
+        each 2-theta for the primary line: the numbers the renderer uses."""
+        tt = np.ascontiguousarray(np.atleast_1d(two_theta_deg), dtype=np.float64)
+        return _core.peak_shape(tt, self.radiation.primary_wavelength, cutoff_rel=self.cutoff_rel,
+                                **self._profile_args())
+
+    def _check_profile(self) -> None:
+        fwhm, _, cut = self.peak_shape(np.linspace(self.two_theta_deg[0], self.two_theta_deg[-1], 256))
+        if not np.all(fwhm > 0):
+            bad = np.linspace(self.two_theta_deg[0], self.two_theta_deg[-1], 256)[np.argmin(fwhm > 0)]
+            raise ValueError(f"the profile (U, V, W, X, Y, size, strain) gives a zero or negative width near "
+                             f"2theta = {bad:.2f} deg; increase W or add size/strain broadening")
+        step = float(np.max(np.diff(self.two_theta_deg)))
+        if step > 0.5 * fwhm.min():
+            warnings.warn(f"grid step {step:.4f} deg is more than half the narrowest FWHM ({fwhm.min():.4f} deg); "
+                          "peaks will be undersampled: use more points or broader profiles", RuntimeWarning,
+                          stacklevel=3)
+        # Reflections up to the top of the range plus the widest profile tail there,
+        # so peaks just outside the window still contribute their tails.
+        top = min(float(self.two_theta_deg[-1]) + float(cut.max()), 179.0)
+        self.d_min = min(self.radiation.wavelengths) / (2 * math.sin(math.radians(top / 2)))
+
+    # ------------------------------------------------------------ reflections
+    def _flatten(self, structures: Sequence[Structure]) -> dict:
+        """Symmetry (spglib, per structure) and the flat CSR arrays the core reads."""
+        neutron = self.probe == "neutron"
+        energy = self.radiation.energy_ev if self.anomalous else None
+        n = len(structures)
+        atom_off = np.zeros(n + 1, np.int64)
+        type_off = np.zeros(n + 1, np.int64)
+        op_off = np.zeros(n + 1, np.int64)
+        lattices = np.empty((n, 3, 3))
+        frac, atom_type, occ, biso, rot, trans, types = [], [], [], [], [], [], []
+        for i, s in enumerate(structures):
+            volume = s.volume
+            estimate = 4.0 * math.pi / 3.0 * volume / self.d_min ** 3
+            if estimate > self.max_reflections:
+                raise ValueError(
+                    f"structure {i} ({s.label or s.formula}, V = {volume:.1f} A^3) would have ~{estimate:.3g} hkl "
+                    f"with d >= {self.d_min:.4f} A, over the cap max_reflections={self.max_reflections:,}; "
+                    "raise Simulator(max_reflections=...) or narrow the 2-theta range")
+            ops = symmetry_operations(s, self.symprec)
+            key = s.numbers.astype(np.int64) * 1000 + (s.charges.astype(np.int64) + 500)
+            uniq, local = np.unique(key, return_inverse=True)
+            types.extend((int(k // 1000), int(k % 1000) - 500) for k in uniq)
+            lattices[i] = s.lattice
+            frac.append(s.frac); atom_type.append(local.astype(np.int32)); occ.append(s.occupancy)
+            biso.append(s.b_iso); rot.append(ops.rotations); trans.append(ops.translations)
+            atom_off[i + 1] = atom_off[i] + len(s)
+            type_off[i + 1] = type_off[i] + len(uniq)
+            op_off[i + 1] = op_off[i] + len(ops)
+        n_types = len(types)
+        it92 = np.zeros((n_types, 9))
+        fp = np.zeros(n_types)
+        fpp = np.zeros(n_types)
+        nb = np.zeros(n_types)
+        for t, (z, charge) in enumerate(types):
+            if neutron:
+                nb[t] = neutron_scattering_length(z)
+            else:
+                it92[t] = it92_coefficients(z, charge)
+                if energy is not None:
+                    fp[t], fpp[t] = anomalous_dispersion(z, energy)
+
+        def cat(parts, shape, dtype):
+            return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(shape), dtype=dtype)
+
+        return dict(lattice=lattices, atom_offsets=atom_off, frac=cat(frac, (0, 3), np.float64),
+                    atom_type=cat(atom_type, (0,), np.int32), occupancy=cat(occ, (0,), np.float64),
+                    b_iso=cat(biso, (0,), np.float64), type_offsets=type_off, it92=it92, fp=fp, fpp=fpp,
+                    neutron_b=nb, op_offsets=op_off, rotations=cat(rot, (0, 3, 3), np.int32),
+                    translations=cat(trans, (0, 3), np.float64))
+
+    def reflections(self, structures: Iterable[Structure], threads: int | None = None) -> Reflections:
+        """Symmetry-unique reflections (hkl, d, |F|^2, multiplicity) of every structure.
+
+        This is the expensive stage; keep the result to re-render cheaply with
+        :meth:`render`.  ``threads=None`` uses every core.
+        """
+        if isinstance(structures, Structure):
+            raise TypeError("reflections() takes a list of structures; wrap a single one in a list")
+        structs = [_as_structure(s) for s in structures]
+        flat = self._flatten(structs)
+        lattices = flat["lattice"]
+        out = _core.compute_reflections(**flat, d_min=self.d_min, neutron=self.probe == "neutron",
+                                        max_box=8.0 * self.max_reflections, threads=_threads(threads))
+        return Reflections(offsets=out["offsets"], hkl=out["hkl"], d=out["d"], F2=out["F2"],
+                           multiplicity=out["multiplicity"], lattices=lattices)
+
+    # ----------------------------------------------------------------- render
+    def render(self, reflections: Reflections, threads: int | None = None) -> np.ndarray:
+        """Patterns (B, n_points) float32 from cached :class:`Reflections`."""
+        if not isinstance(reflections, Reflections):
+            raise TypeError(f"render() takes the Reflections returned by Simulator.reflections(), "
+                            f"got {type(reflections).__name__}")
+        return _core.render_patterns(
+            reflections.offsets, reflections.d, reflections.F2, reflections.multiplicity,
+            wavelengths=np.asarray(self.radiation.wavelengths, dtype=np.float64),
+            line_weights=np.asarray(self.radiation.weights, dtype=np.float64),
+            grid_two_theta=self.two_theta_deg, axis=self.axis, zero_shift_deg=self.zero_shift_deg,
+            cos2_2theta_m=self._cos2_2theta_m, neutron=self.probe == "neutron",
+            normalization=NORMALIZATIONS[self.normalization], cutoff_rel=self.cutoff_rel,
+            threads=_threads(threads), **self._profile_args())
+
+    def patterns(self, structures: Iterable[Structure], threads: int | None = None) -> np.ndarray:
+        """Patterns of many structures in one call: (B, n_points) float32, all cores by default."""
+        return self.render(self.reflections(structures, threads=threads), threads=threads)
+
+    def pattern(self, structure: Structure) -> np.ndarray:
+        """Pattern of one structure: (n_points,) float32 on :attr:`axis`."""
+        return self.patterns([structure])[0]
+
+    def peaks(self, structure: Structure) -> PeakTable:
+        """Lines of one structure inside the 2-theta range at the primary wavelength."""
+        refl = self.reflections([structure])
+        lam = self.radiation.primary_wavelength
+        two_theta, _, intensity = _core.peak_intensities(refl.offsets, refl.d, refl.F2, refl.multiplicity,
+                                                        wavelength=lam, cos2_2theta_m=self._cos2_2theta_m,
+                                                        neutron=self.probe == "neutron")
+        keep = (two_theta >= self.two_theta_deg[0]) & (two_theta <= self.two_theta_deg[-1])
+        order = np.argsort(two_theta[keep], kind="stable")
+        pick = np.flatnonzero(keep)[order]
+        return PeakTable(hkl=refl.hkl[pick], d=refl.d[pick], two_theta=two_theta[pick], F2=refl.F2[pick],
+                         multiplicity=refl.multiplicity[pick], intensity=intensity[pick], wavelength=lam)
+
+    def __repr__(self) -> str:
+        return (f"Simulator(radiation={self.radiation.name!r}, probe={self.probe!r}, "
+                f"{self.axis_name}: {self.axis[0]:g}..{self.axis[-1]:g} in {self.n_points} points)")
