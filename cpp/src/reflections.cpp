@@ -146,8 +146,11 @@ OneStructure structure_reflections(const StructureBatch& b, int64_t s, const Ref
   const double* trans = b.translations + 3 * op0;
 
   const Metric g = direct_metric(b.lattice + 9 * s);
-  const Metric gs = reciprocal_metric(g);
-  const Miller box = hkl_bounds(g, opt.d_min);
+  const Metric gs = symmetrized_metric(reciprocal_metric(g), laue.data(), static_cast<int>(laue.size()));
+  // One extra index per axis: the symmetrized metric may move a reflection
+  // across the box edge by a rounding-sized amount.
+  Miller box = hkl_bounds(g, opt.d_min);
+  box = Miller{box.h + 1, box.k + 1, box.l + 1};
   const double inv_d2_max = 1.0 / (opt.d_min * opt.d_min);
 
   const int64_t a0 = b.atom_offsets[s], t0 = b.type_offsets[s];

@@ -73,11 +73,14 @@ def symmetry_operations(structure: Structure, symprec: float = 1e-3,
     positions, types = _sites(structure)
     cell = (np.asarray(structure.lattice), positions, types)
     try:
-        sym = spglib.get_symmetry(cell, symprec=symprec, angle_tolerance=angle_tolerance)
-    except Exception as err:  # spglib >= 2.5 raises SpglibError instead of returning None
+        # spglib 2.5+ warns that failures will raise instead of returning None;
+        # both behaviours are handled here, so its deprecation notice is noise.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            sym = spglib.get_symmetry(cell, symprec=symprec, angle_tolerance=angle_tolerance)
+            reason = spglib.get_error_message() if sym is None else ""
+    except Exception as err:  # SpglibError
         sym, reason = None, str(err)
-    else:
-        reason = spglib.get_error_message() if sym is None else ""
     if sym is None:
         warnings.warn(f"spglib found no symmetry for {structure.label or 'a structure'} ({reason}); "
                       "using the identity only", RuntimeWarning, stacklevel=2)
@@ -89,7 +92,12 @@ def symmetry_operations(structure: Structure, symprec: float = 1e-3,
 def space_group(structure: Structure, symprec: float = 1e-3) -> tuple[int, str]:
     """(International number, Hermann-Mauguin symbol) of the structure's space group."""
     positions, types = _sites(structure)
-    dataset = spglib.get_symmetry_dataset((np.asarray(structure.lattice), positions, types), symprec=symprec)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dataset = spglib.get_symmetry_dataset((np.asarray(structure.lattice), positions, types), symprec=symprec)
+    except Exception:  # SpglibError: no symmetry found
+        dataset = None
     if dataset is None:
         return 1, "P1"
     return int(dataset.number), str(dataset.international)

@@ -11,6 +11,7 @@
 #include <cmath>
 
 #include "common.hpp"
+#include "lattice.hpp"
 
 namespace xrdflow {
 
@@ -23,6 +24,28 @@ struct Rotation {
 XF_INLINE Miller act_on_hkl(const Rotation& r, Miller h) {
   return Miller{r.m[0] * h.h + r.m[3] * h.k + r.m[6] * h.l, r.m[1] * h.h + r.m[4] * h.k + r.m[7] * h.l,
                 r.m[2] * h.h + r.m[5] * h.k + r.m[8] * h.l};
+}
+
+// Average of the reciprocal metric over the Laue group, G*_s = (1/n) sum_R R G* R^T.
+// 1/d^2(R^T h) = h^T R G* R^T h, so under G*_s every member of an orbit has
+// exactly the same d.  For a lattice that is only symmetric within the
+// detection tolerance (relaxed or rounded input) this removes spread in d
+// inside an orbit; for an exactly symmetric lattice it changes nothing.
+XF_INLINE Metric symmetrized_metric(const Metric& gs, const Rotation* laue, int n) {
+  const double g[9] = {gs.g11, gs.g12, gs.g13, gs.g12, gs.g22, gs.g23, gs.g13, gs.g23, gs.g33};
+  double acc[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+  for (int r = 0; r < n; ++r) {
+    const int* m = laue[r].m;
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) {
+        double sum = 0.0;  // (R G R^T)_ij = sum_kl R_ik G_kl R_jl
+        for (int k = 0; k < 3; ++k)
+          for (int l = 0; l < 3; ++l) sum += m[3 * i + k] * g[3 * k + l] * m[3 * j + l];
+        acc[3 * i + j] += sum;
+      }
+  }
+  const double inv = 1.0 / n;
+  return Metric{acc[0] * inv, acc[4] * inv, acc[8] * inv, acc[1] * inv, acc[2] * inv, acc[5] * inv};
 }
 
 // Is h the canonical (lexicographically largest) member of its orbit under the
