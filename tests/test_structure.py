@@ -443,12 +443,20 @@ def test_from_cif_path_pathlike_and_gzip(tmp_path):
      r"unknown element.*'Q1'"),
     (cif_block("zero", (4, 4, 4, 90, 90, 90), [("Fe1", "Fe", 0, 0, 0, 0.0)],
                columns=("label", "type_symbol", "fract_x", "fract_y", "fract_z", "occupancy")),
-     "zero occupancy"),
+     "every site has zero occupancy"),
     (cif_block("flat", (4, 4, 4, 90, 180, 90), [("Fe1", "Fe", 0, 0, 0)]), "cell angle beta"),
 ])
 def test_bad_cif_raises_structure_error(text, match):
     with pytest.raises(StructureError, match=match):
         Structure.from_cif(text)
+
+
+def test_zero_occupancy_sites_dropped_with_warning():
+    text = cif_block("vac", (4, 4, 4, 90, 90, 90), [("Fe1", "Fe", 0, 0, 0, 1.0), ("O1", "O", 0.5, 0.5, 0.5, 0.0)],
+                     columns=("label", "type_symbol", "fract_x", "fract_y", "fract_z", "occupancy"))
+    with pytest.warns(RuntimeWarning, match="dropped 1 atoms with zero occupancy"):
+        s = Structure.from_cif(text)
+    assert list(s.numbers) == [26]
 
 
 def test_bad_file_content_names_the_file(tmp_path):

@@ -431,6 +431,16 @@ def _structure_fields_from_block(block, source):
             # Anisotropic-only site: U_eq = trace(U_cart) / 3 (Fischer & Tillmanns 1988,
             # Acta Cryst. C44, 775), computed by gemmi from the U^ij of the CIF.
             u_iso[i] = cell.calculate_u_eq(site.aniso)
+    # Published CIFs use zero-occupancy sites as vacancy placeholders; they do not
+    # scatter, so drop them (with a warning) rather than refuse the file.
+    empty = occupancy == 0.0
+    if empty.all():
+        raise StructureError(f"{where}: every site has zero occupancy; nothing scatters")
+    if empty.any():
+        warnings.warn(f"{where}: dropped {int(empty.sum())} atoms with zero occupancy", RuntimeWarning,
+                      stacklevel=3)
+        keep = ~empty
+        frac, z, charges, occupancy, u_iso = frac[keep], z[keep], charges[keep], occupancy[keep], u_iso[keep]
     return {
         "lattice": [cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma],
         "frac": frac,
@@ -544,7 +554,8 @@ class Structure:
         'Fe3+', else 0. B comes from _atom_site_B_iso_or_equiv or
         _atom_site_U_iso_or_equiv (converted with B = 8 pi^2 U); a site with only
         anisotropic U^ij gets U_eq = trace(U_cart)/3; a site with neither gets 0.
-        As everywhere, a zero occupancy or a negative B is a StructureError.
+        Zero-occupancy sites (vacancy placeholders) are dropped with a warning;
+        a negative B is a StructureError.
 
         block: the block name or an index into the blocks that have atom sites
             (the order of all_from_cif); required when several blocks have atoms.
