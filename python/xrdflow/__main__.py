@@ -1,0 +1,7 @@
+"""``python -m xrdflow``: the same command line as the ``xrdflow`` script."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
