@@ -1,0 +1,181 @@
+"""Throughput of xrdflow against its peers, as one markdown table (and JSON with --json).
+
+    python benchmarks/report.py [--n-structures 200] [--peer-structures 40] [--repeats 5] [--json out.json]
+
+Every number is the best (shortest) of ``--repeats`` wall-clock runs
+(time.perf_counter) on the same data and instrument (see _common.py):
+
+* xrdflow patterns/s: ``Simulator.patterns`` on the first ``--n-structures``
+  structures, 1 and 2 threads, symmetry detection (spglib) included;
+* render only: ``Simulator.render`` of reflections computed beforehand;
+* pymatgen peer: XRDCalculator sticks + NumPy pseudo-Voigt sum, on the first
+  ``--peer-structures`` structures only (it is slow), best of 2; the speed-up
+  is given on those same structures and per pattern (xrdflow on all);
+* structure factors: reflections/s = unique hkl per second, for xrdflow's
+  ``Simulator.reflections`` (symmetry + hkl enumeration + |F|^2), for its C++
+  stage alone, and for gemmi's direct summation over the same hkl lists
+  (SmallStructure built beforehand, not timed);
+* where the time of ``Simulator.patterns(threads=1)`` goes: the Python
+  preparation ``Simulator._flatten`` (of which spglib), ``_core.compute_reflections``
+  and ``_core.render_patterns``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402  (first: it pins NumPy's BLAS to one thread)
+
+import numpy as np  # noqa: E402
+import xrdflow as xf  # noqa: E402
+import xrdflow.simulate as xsim  # noqa: E402
+
+
+def best(fn, repeats: int) -> float:
+    """Shortest wall time of ``repeats`` calls, in seconds."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+@contextlib.contextmanager
+def stage_timer(totals: dict):
+    """Accumulate seconds spent in the stages of Simulator.patterns into ``totals``."""
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[name] = totals.get(name, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    patches = [(xf.Simulator, "_flatten"), (xsim, "symmetry_operations"),
+               (xsim._core, "compute_reflections"), (xsim._core, "render_patterns")]
+    saved = [getattr(obj, name) for obj, name in patches]
+    for obj, name in patches:
+        setattr(obj, name, timed(name, getattr(obj, name)))
+    try:
+        yield totals
+    finally:
+        for (obj, name), fn in zip(patches, saved):
+            setattr(obj, name, fn)
+
+
+def breakdown(sim, structs, repeats: int) -> dict:
+    """Stage times (s) of the fastest of ``repeats`` Simulator.patterns(threads=1) calls."""
+    runs = []
+    for _ in range(repeats):
+        with stage_timer({}) as totals:
+            t0 = time.perf_counter()
+            sim.patterns(structs, threads=1)
+            totals["total"] = time.perf_counter() - t0
+        runs.append(totals)
+    return min(runs, key=lambda r: r["total"])
+
+
+def measure(n_structures: int, peer_structures: int, repeats: int) -> dict:
+    cifs = C.load_cifs(n_structures)
+    structs = [xf.Structure.from_cif(c) for c in cifs]
+    pmg = C.to_pymatgen(cifs[:peer_structures])
+    sim = C.make_simulator()
+    n, n_peer = len(structs), len(pmg)
+
+    sim.patterns(structs[:5], threads=1)  # warm-up (imports, caches)
+    refl = sim.reflections(structs, threads=1)
+    r = {"n_structures": n, "peer_structures": n_peer, "n_reflections": refl.n_reflections}
+    for t in (1, 2):
+        r[f"patterns_{t}t_s"] = best(lambda: sim.patterns(structs, threads=t), repeats)
+        r[f"render_{t}t_s"] = best(lambda: sim.render(refl, threads=t), repeats)
+    r["peer_s"] = best(lambda: C.peer_patterns(pmg, sim), min(repeats, 2))
+    r["patterns_1t_peer_subset_s"] = best(lambda: sim.patterns(structs[:n_peer], threads=1), repeats)
+    r["reflections_s"] = best(lambda: sim.reflections(structs, threads=1), repeats)
+
+    small = [C.to_gemmi(s) for s in structs]
+    hkl = [refl.hkl[refl.rows(i)] for i in range(n)]
+    r["gemmi_sf_s"] = best(lambda: [C.gemmi_f2(g, h) for g, h in zip(small, hkl)], repeats)
+
+    stages = breakdown(sim, structs, repeats)
+    r["stages_s"] = stages
+    r["core_reflections_s"] = stages["compute_reflections"]
+
+    # Sanity: both sides compute the same thing.
+    y, y_peer = sim.patterns(structs[:n_peer], threads=1), C.peer_patterns(pmg, sim)
+    cos = (y * y_peer).sum(1) / (np.linalg.norm(y, axis=1) * np.linalg.norm(y_peer, axis=1))
+    f2 = np.concatenate([C.gemmi_f2(g, h) for g, h in zip(small, hkl)])
+    r["peer_min_cosine"] = float(cos.min())
+    r["gemmi_max_rel_F2_diff"] = float(np.max(np.abs(f2 - refl.F2)) / refl.F2.max())
+    r["machine"] = C.machine()
+    return r
+
+
+def table(r: dict) -> str:
+    n, n_peer, n_refl = r["n_structures"], r["peer_structures"], r["n_reflections"]
+    pps = {k: n / r[f"{k}_s"] for k in ("patterns_1t", "patterns_2t", "render_1t", "render_2t")}
+    peer = n_peer / r["peer_s"]
+    st = r["stages_s"]
+    frac = {k: st.get(k, 0.0) / st["total"] for k in ("_flatten", "symmetry_operations",
+                                                       "compute_reflections", "render_patterns")}
+    m = r["machine"]
+    rows = [
+        ("xrdflow patterns, 1 thread", f"{pps['patterns_1t']:,.0f} patterns/s", f"{n} structures, spglib included"),
+        ("xrdflow patterns, 2 threads", f"{pps['patterns_2t']:,.0f} patterns/s", ""),
+        ("xrdflow render only (cached reflections), 1 thread", f"{pps['render_1t']:,.0f} patterns/s", ""),
+        ("xrdflow render only (cached reflections), 2 threads", f"{pps['render_2t']:,.0f} patterns/s", ""),
+        ("pymatgen peer (XRDCalculator + NumPy pseudo-Voigt)", f"{peer:,.1f} patterns/s",
+         f"first {n_peer} structures, per pattern"),
+        ("speed-up xrdflow 1 thread / peer, same structures",
+         f"{r['peer_s'] / r['patterns_1t_peer_subset_s']:,.1f}x", f"first {n_peer} structures"),
+        ("speed-up xrdflow 1 thread / peer, per pattern", f"{pps['patterns_1t'] / peer:,.1f}x",
+         f"xrdflow on {n}, peer on {n_peer}"),
+        ("scaling patterns 2 threads / 1 thread", f"{pps['patterns_2t'] / pps['patterns_1t']:.2f}x", ""),
+        ("scaling render 2 threads / 1 thread", f"{pps['render_2t'] / pps['render_1t']:.2f}x", ""),
+        ("xrdflow sim.reflections, 1 thread", f"{n_refl / r['reflections_s']:,.0f} reflections/s",
+         f"{n_refl} unique hkl + \\|F\\|^2, spglib included"),
+        ("xrdflow _core.compute_reflections only", f"{n_refl / r['core_reflections_s']:,.0f} reflections/s",
+         "hkl enumeration + \\|F\\|^2, C++"),
+        ("gemmi StructureFactorCalculatorX", f"{n_refl / r['gemmi_sf_s']:,.0f} reflections/s",
+         "same hkl lists, one call per hkl"),
+        ("time in Simulator._flatten (Python prep)", f"{frac['_flatten']:.0%}", "of patterns(threads=1)"),
+        ("  of which spglib symmetry_operations", f"{frac['symmetry_operations']:.0%}", ""),
+        ("time in _core.compute_reflections", f"{frac['compute_reflections']:.0%}", ""),
+        ("time in _core.render_patterns", f"{frac['render_patterns']:.0%}", ""),
+        ("check: min cosine(xrdflow, peer)", f"{r['peer_min_cosine']:.4f}", "same patterns"),
+        ("check: max \\|F\\|^2 diff xrdflow vs gemmi", f"{r['gemmi_max_rel_F2_diff']:.1e}", "relative to max"),
+        ("machine", f"{m['nproc']} cores", m["cpu"]),
+    ]
+    lines = ["| measurement | value | notes |", "|---|---:|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-structures", type=int, default=200)
+    ap.add_argument("--peer-structures", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=5, help="best of this many runs (the peer: at most 2)")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    args = ap.parse_args(argv)
+    if not (1 <= args.peer_structures <= args.n_structures):
+        ap.error("need 1 <= --peer-structures <= --n-structures")
+    try:
+        r = measure(args.n_structures, args.peer_structures, args.repeats)
+    except FileNotFoundError as err:
+        print(err, file=sys.stderr)
+        return 2
+    print(table(r))
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
