@@ -5,6 +5,10 @@
 #include "arrays.hpp"
 #include "drivers.hpp"
 #include "fail.hpp"
+#include "symmetry_search.hpp"
+#include "xrdflow/lattice.hpp"
+
+#include <cmath>
 
 namespace py = pybind11;
 using xrdflow_bind::checked_array;
@@ -17,7 +21,7 @@ py::dict compute_reflections(py::object lattice, py::object atom_offsets, py::ob
                              py::object occupancy, py::object b_iso, py::object type_offsets, py::object it92,
                              py::object fp, py::object fpp, py::object neutron_b, py::object op_offsets,
                              py::object rotations, py::object translations, double d_min, bool neutron,
-                             double max_box, int threads) {
+                             double max_box, double symprec, int threads) {
   xrdflow::StructureBatch b;
   b.lattice = checked_array<double>(lattice, "lattice", {-1, 3, 3});
   b.n_structures = length(lattice);
@@ -43,6 +47,7 @@ py::dict compute_reflections(py::object lattice, py::object atom_offsets, py::ob
   opt.d_min = d_min;
   opt.neutron = neutron;
   opt.max_box = max_box;
+  opt.symprec = symprec;
   opt.threads = threads;
   xrdflow::ReflectionTable t;
   {
@@ -59,6 +64,30 @@ py::dict compute_reflections(py::object lattice, py::object atom_offsets, py::ob
   return out;
 }
 
+py::tuple find_symmetry(py::object lattice, py::object frac, py::object kind, double symprec) {
+  const double* lat = checked_array<double>(lattice, "lattice", {3, 3});
+  const double* x = checked_array<double>(frac, "frac", {-1, 3});
+  const auto n = length(frac);
+  const int32_t* k = checked_array<int32_t>(kind, "kind", {n});
+  if (!(symprec > 0.0 && symprec < 1.0)) throw py::value_error("symprec must be in (0, 1) angstrom");
+  for (py::ssize_t i = 0; i < 3 * n; ++i)
+    if (!std::isfinite(x[i])) throw py::value_error("frac must be finite");
+  for (int i = 0; i < 9; ++i)
+    if (!std::isfinite(lat[i])) throw py::value_error("lattice must be finite");
+  const xrdflow::Metric g = xrdflow::direct_metric(lat);
+  if (!(xrdflow::metric_determinant(g) > 1e-12 * g.g11 * g.g22 * g.g33))
+    throw py::value_error("lattice is degenerate");
+  xrdflow::SpaceGroupOps ops;
+  {
+    py::gil_scoped_release release;
+    ops = xrdflow::find_space_group_operations(lat, x, k, static_cast<int>(n), symprec);
+  }
+  const auto m = static_cast<py::ssize_t>(ops.rotations.size());
+  std::vector<int32_t> rot(9 * m);
+  for (py::ssize_t i = 0; i < m; ++i) std::copy(ops.rotations[i].m, ops.rotations[i].m + 9, rot.begin() + 9 * i);
+  return py::make_tuple(to_numpy(std::move(rot), {m, 3, 3}), to_numpy(std::move(ops.translations), {m, 3}));
+}
+
 }  // namespace
 
 void add_reflections(py::module_& m) {
@@ -66,7 +95,11 @@ void add_reflections(py::module_& m) {
         py::arg("atom_type"), py::arg("occupancy"), py::arg("b_iso"), py::arg("type_offsets"), py::arg("it92"),
         py::arg("fp"), py::arg("fpp"), py::arg("neutron_b"), py::arg("op_offsets"), py::arg("rotations"),
         py::arg("translations"), py::arg("d_min"), py::arg("neutron") = false, py::arg("max_box") = 5e7,
-        py::arg("threads") = 0,
+        py::arg("symprec") = 1e-3, py::arg("threads") = 0,
         "Symmetry-unique reflections of a CSR batch of structures: dict of offsets (B+1), hkl (R,3) int32, "
-        "d (R) angstrom, F2 (R) Friedel-averaged |F|^2, multiplicity (R) int32. Runs without the GIL.");
+        "d (R) angstrom, F2 (R) Friedel-averaged |F|^2, multiplicity (R) int32. Structures given with no "
+        "operations get them detected in C++ with tolerance symprec (angstrom). Runs without the GIL.");
+  m.def("find_symmetry", &find_symmetry, py::arg("lattice"), py::arg("frac"), py::arg("kind"), py::arg("symprec"),
+        "Space-group operations (rotations (n,3,3) int32, translations (n,3)) of one structure, in the basis of "
+        "its own cell; kind (N,) int32 labels chemically identical atoms.");
 }

@@ -106,12 +106,14 @@ def test_core_validates_offsets_types_and_rotations():
         (dict(lattice=np.zeros((1, 3, 3))), "degenerate"),
         (dict(rotations=np.full((1, 3, 3), 2, np.int32)), "determinant"),
         (dict(rotations=np.array([[[1, 100, 0], [0, 1, 0], [0, 0, 1]]], np.int32)), "outside"),
-        (dict(op_offsets=np.array([0, 0], np.int64), rotations=np.zeros((0, 3, 3), np.int32),
-              translations=np.zeros((0, 3))), "no symmetry operations"),
     ]
     for change, match in cases:
         with pytest.raises(ValueError, match=match):
             _core.compute_reflections(**{**base, **change}, d_min=1.0)
+    no_ops = dict(op_offsets=np.array([0, 0], np.int64), rotations=np.zeros((0, 3, 3), np.int32),
+                  translations=np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="no symmetry operations and symprec"):
+        _core.compute_reflections(**{**base, **no_ops}, d_min=1.0, symprec=0.0)
     with pytest.raises(TypeError, match="dtype"):
         _core.compute_reflections(**{**base, "frac": np.zeros((1, 3), np.float32)}, d_min=1.0)
     with pytest.raises(ValueError, match="C-contiguous"):

@@ -25,7 +25,7 @@ struct StructureBatch {
   const double* fp = nullptr;             // (n_types) f' (electrons)
   const double* fpp = nullptr;            // (n_types) f'' (electrons)
   const double* neutron_b = nullptr;      // (n_types) fm
-  const int64_t* op_offsets = nullptr;    // (B + 1)
+  const int64_t* op_offsets = nullptr;    // (B + 1); a structure with no operations gets detected ones
   int64_t n_ops = 0;
   const int32_t* rotations = nullptr;     // (n_ops, 3, 3) in the basis of the given lattice
   const double* translations = nullptr;   // (n_ops, 3) fractional
@@ -35,7 +35,12 @@ struct ReflectionOptions {
   double d_min = 1.0;            // angstrom
   bool neutron = false;
   double max_box = 5e7;          // refuse a structure whose hkl search box exceeds this many points
-  double absence_tol = 1e-3;     // tolerance on h.t (cycles) in the absence test
+  double symprec = 1e-3;         // angstrom; detection tolerance for structures given without operations (<= 0: refuse them)
+  // Tolerance on h.t (cycles) in the absence test.  For an operation that fixes h,
+  // h.t is a multiple of 1/n (n = order of the operation, or of a pure
+  // translation), so real non-absences sit >= 1/24 away for any cell up to a
+  // 24-fold supercell; 0.02 absorbs translations known only to ~symprec.
+  double absence_tol = 0.02;
   int threads = 0;               // <= 0: all cores
 };
 

@@ -7,6 +7,7 @@
 #include "drivers.hpp"
 #include "fail.hpp"
 #include "parallel.hpp"
+#include "symmetry_search.hpp"
 #include "xrdflow/lattice.hpp"
 #include "xrdflow/reflections.hpp"
 #include "xrdflow/scattering.hpp"
@@ -100,6 +101,7 @@ struct OneStructure {
 void validate(const StructureBatch& b, const ReflectionOptions& opt) {
   if (b.n_structures < 0) fail("negative number of structures");
   if (!(opt.d_min > 0.0) || !std::isfinite(opt.d_min)) fail("d_min must be a positive finite number of angstrom, got ", opt.d_min);
+  if (!std::isfinite(opt.symprec) || opt.symprec >= 1.0) fail("symprec must be below 1 angstrom, got ", opt.symprec);
   check_offsets(b.atom_offsets, b.n_structures, b.n_atoms, "atom");
   check_offsets(b.type_offsets, b.n_structures, b.n_types, "scatterer type");
   check_offsets(b.op_offsets, b.n_structures, b.n_ops, "symmetry operation");
@@ -117,8 +119,8 @@ void validate(const StructureBatch& b, const ReflectionOptions& opt) {
     const double v2 = metric_determinant(g);
     if (!(v2 > 1e-12 * g.g11 * g.g22 * g.g33) || !(v2 > 0.0))
       fail("structure ", s, ": lattice is degenerate (cell volume ~ 0); give three independent lattice vectors");
-    if (b.op_offsets[s + 1] == b.op_offsets[s])
-      fail("structure ", s, ": no symmetry operations; give at least the identity");
+    if (b.op_offsets[s + 1] == b.op_offsets[s] && !(opt.symprec > 0.0))
+      fail("structure ", s, ": no symmetry operations and symprec <= 0; give operations or a detection tolerance");
     const int64_t n_types = b.type_offsets[s + 1] - b.type_offsets[s];
     for (int64_t j = b.atom_offsets[s]; j < b.atom_offsets[s + 1]; ++j) {
       if (b.atom_type[j] < 0 || b.atom_type[j] >= n_types)
@@ -137,13 +139,50 @@ void validate(const StructureBatch& b, const ReflectionOptions& opt) {
   }
 }
 
-OneStructure structure_reflections(const StructureBatch& b, int64_t s, const ReflectionOptions& opt) {
+// Atoms are chemically identical when they share scatterer type, occupancy and B.
+std::vector<int> atom_kinds(const StructureBatch& b, int64_t s) {
+  const int64_t a0 = b.atom_offsets[s], n = b.atom_offsets[s + 1] - a0;
+  std::vector<int> kind(n), first_of_kind;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t ai = a0 + i;
+    int k = 0;
+    for (; k < static_cast<int>(first_of_kind.size()); ++k) {
+      const int64_t aj = a0 + first_of_kind[k];
+      if (b.atom_type[aj] == b.atom_type[ai] && std::fabs(b.occupancy[aj] - b.occupancy[ai]) < 1e-4 &&
+          std::fabs(b.b_iso[aj] - b.b_iso[ai]) < 1e-3)
+        break;
+    }
+    if (k == static_cast<int>(first_of_kind.size())) first_of_kind.push_back(static_cast<int>(i));
+    kind[i] = k;
+  }
+  return kind;
+}
+
+// Given operations, or detected ones when the structure came without any.
+SpaceGroupOps structure_operations(const StructureBatch& b, int64_t s, const ReflectionOptions& opt) {
   const int64_t op0 = b.op_offsets[s], n_ops = b.op_offsets[s + 1] - op0;
-  const std::vector<Rotation> laue = laue_group(b.rotations + 9 * op0, n_ops, s);
-  std::vector<Rotation> ops(n_ops);
+  if (n_ops == 0) {
+    const int64_t a0 = b.atom_offsets[s];
+    const std::vector<int> kind = atom_kinds(b, s);
+    return find_space_group_operations(b.lattice + 9 * s, b.frac + 3 * a0, kind.data(),
+                                       static_cast<int>(b.atom_offsets[s + 1] - a0), opt.symprec);
+  }
+  SpaceGroupOps ops;
+  ops.rotations.resize(n_ops);
   for (int64_t i = 0; i < n_ops; ++i)
-    for (int k = 0; k < 9; ++k) ops[i].m[k] = b.rotations[9 * (op0 + i) + k];
-  const double* trans = b.translations + 3 * op0;
+    for (int k = 0; k < 9; ++k) ops.rotations[i].m[k] = b.rotations[9 * (op0 + i) + k];
+  ops.translations.assign(b.translations + 3 * op0, b.translations + 3 * (op0 + n_ops));
+  return ops;
+}
+
+OneStructure structure_reflections(const StructureBatch& b, int64_t s, const ReflectionOptions& opt) {
+  const SpaceGroupOps sg = structure_operations(b, s, opt);
+  const auto& ops = sg.rotations;
+  const double* trans = sg.translations.data();
+  const int64_t n_ops = static_cast<int64_t>(ops.size());
+  std::vector<int32_t> flat_rot(9 * n_ops);
+  for (int64_t i = 0; i < n_ops; ++i) std::copy(ops[i].m, ops[i].m + 9, flat_rot.begin() + 9 * i);
+  const std::vector<Rotation> laue = laue_group(flat_rot.data(), n_ops, s);
 
   const Metric g = direct_metric(b.lattice + 9 * s);
   const Metric gs = symmetrized_metric(reciprocal_metric(g), laue.data(), static_cast<int>(laue.size()));

@@ -25,7 +25,7 @@ from . import _core
 from .radiation import Radiation, parse_radiation
 from .scattering import anomalous_dispersion, it92_coefficients, neutron_scattering_length
 from .structure import Structure
-from .symmetry import symmetry_operations
+from .symmetry import SymmetryOperations, symmetry_operations
 
 NORMALIZATIONS = {"none": 0, "max": 1, "area": 2}
 
@@ -110,6 +110,11 @@ class Reflections:
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
 
+# Operations handed to the core: none at all means "detect them in C++".
+_DETECT_IN_CORE = SymmetryOperations(np.zeros((0, 3, 3), np.int32), np.zeros((0, 3)))
+_IDENTITY = SymmetryOperations(np.eye(3, dtype=np.int32)[None].copy(), np.zeros((1, 3)))
+
+
 def _as_structure(obj) -> Structure:
     if isinstance(obj, Structure):
         return obj
@@ -161,7 +166,12 @@ class Simulator:
     anomalous : include f', f'' (Cromer-Liberman at the primary wavelength).
     normalization : "max" (strongest point = 1), "area" (unit area over the
         output axis) or "none" (absolute M |F|^2 LP per degree).
-    symprec : spglib tolerance in angstrom.
+    symmetry : how the space-group operations are found: "builtin" (default;
+        detected in the C++ core, in threads, the same algorithm as spglib and
+        checked against it in tests), "spglib" (spglib.get_symmetry per
+        structure in Python; ~1 ms each, the bottleneck of a batch) or "none"
+        (identity only: Laue group -1, every hkl enumerated; for checks).
+    symprec : symmetry tolerance in angstrom.
     max_reflections : refuse structures whose resolution sphere holds more
         hkl than this (memory/time cap, checked before allocating).
     cutoff_rel : profiles are cut where they fall below this fraction of
@@ -174,7 +184,8 @@ class Simulator:
                  W: float = DEFAULT_CAGLIOTI[2], X: float = 0.0, Y: float = 0.0,
                  crystallite_size_nm: float | None = None, scherrer_k: float = 0.9, microstrain: float = 0.0,
                  zero_shift_deg: float = 0.0, monochromator_two_theta_deg: float = 0.0, anomalous: bool = False,
-                 normalization: str = "max", symprec: float = 1e-3, max_reflections: int = 2_000_000,
+                 normalization: str = "max", symmetry: str = "builtin", symprec: float = 1e-3,
+                 max_reflections: int = 2_000_000,
                  cutoff_rel: float = 1e-3):
         self.radiation = parse_radiation(radiation)
         if probe not in ("xray", "neutron"):
@@ -206,6 +217,9 @@ class Simulator:
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {sorted(NORMALIZATIONS)}, got {normalization!r}")
         self.normalization = normalization
+        if symmetry not in ("builtin", "spglib", "none"):
+            raise ValueError(f"symmetry must be 'builtin', 'spglib' or 'none', got {symmetry!r}")
+        self.symmetry = symmetry
         self.symprec = _finite("symprec", symprec)
         if not 0 < self.symprec < 1:
             raise ValueError(f"symprec is in angstrom and must be in (0, 1), got {symprec}")
@@ -299,7 +313,7 @@ class Simulator:
 
     # ------------------------------------------------------------ reflections
     def _flatten(self, structures: Sequence[Structure]) -> dict:
-        """Symmetry (spglib, per structure) and the flat CSR arrays the core reads."""
+        """The flat CSR arrays the core reads (and spglib symmetry if asked for)."""
         neutron = self.probe == "neutron"
         energy = self.radiation.energy_ev if self.anomalous else None
         n = len(structures)
@@ -316,7 +330,12 @@ class Simulator:
                     f"structure {i} ({s.label or s.formula}, V = {volume:.1f} A^3) would have ~{estimate:.3g} hkl "
                     f"with d >= {self.d_min:.4f} A, over the cap max_reflections={self.max_reflections:,}; "
                     "raise Simulator(max_reflections=...) or narrow the 2-theta range")
-            ops = symmetry_operations(s, self.symprec)
+            if self.symmetry == "spglib":
+                ops = symmetry_operations(s, self.symprec)
+            elif self.symmetry == "none":
+                ops = _IDENTITY
+            else:
+                ops = _DETECT_IN_CORE
             key = s.numbers.astype(np.int64) * 1000 + (s.charges.astype(np.int64) + 500)
             uniq, local = np.unique(key, return_inverse=True)
             types.extend((int(k // 1000), int(k % 1000) - 500) for k in uniq)
@@ -360,7 +379,8 @@ class Simulator:
         flat = self._flatten(structs)
         lattices = flat["lattice"]
         out = _core.compute_reflections(**flat, d_min=self.d_min, neutron=self.probe == "neutron",
-                                        max_box=8.0 * self.max_reflections, threads=_threads(threads))
+                                        max_box=8.0 * self.max_reflections, symprec=self.symprec,
+                                        threads=_threads(threads))
         return Reflections(offsets=out["offsets"], hkl=out["hkl"], d=out["d"], F2=out["F2"],
                            multiplicity=out["multiplicity"], lattices=lattices)
 

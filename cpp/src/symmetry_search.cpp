@@ -1,0 +1,296 @@
+#include "symmetry_search.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdlib>
+
+#include "xrdflow/lattice.hpp"
+
+namespace xrdflow {
+namespace {
+
+// Largest integer coefficient searched when looking for the image of a basis
+// vector; enough for any cell that is not absurdly far from reduced.
+constexpr int kMaxCoefficient = 6;
+
+struct Site {
+  double x[3];
+  int kind;
+};
+
+double dist2_min_image(const Metric& g, const double* a, const double* b) {
+  double d[3];
+  for (int i = 0; i < 3; ++i) {
+    d[i] = a[i] - b[i];
+    d[i] -= std::nearbyint(d[i]);
+  }
+  return d[0] * d[0] * g.g11 + d[1] * d[1] * g.g22 + d[2] * d[2] * g.g33 +
+         2.0 * (d[0] * d[1] * g.g12 + d[0] * d[2] * g.g13 + d[1] * d[2] * g.g23);
+}
+
+double dot(const Metric& g, const int* u, const int* v) {
+  return u[0] * v[0] * g.g11 + u[1] * v[1] * g.g22 + u[2] * v[2] * g.g33 +
+         (u[0] * v[1] + u[1] * v[0]) * g.g12 + (u[0] * v[2] + u[2] * v[0]) * g.g13 +
+         (u[1] * v[2] + u[2] * v[1]) * g.g23;
+}
+
+// Merge atoms closer than `tol` angstrom into sites; a site's kind is the
+// multiset of atom kinds it holds, numbered consistently across sites.
+std::vector<Site> make_sites(const Metric& g, const double* frac, const int* kind, int n, double tol) {
+  std::vector<int> site_of(n, -1);
+  std::vector<std::vector<int>> members;
+  for (int i = 0; i < n; ++i) {
+    if (site_of[i] >= 0) continue;
+    site_of[i] = static_cast<int>(members.size());
+    members.push_back({kind[i]});
+    for (int j = i + 1; j < n; ++j)
+      if (site_of[j] < 0 && dist2_min_image(g, frac + 3 * i, frac + 3 * j) < tol * tol) {
+        site_of[j] = site_of[i];
+        members.back().push_back(kind[j]);
+      }
+  }
+  std::vector<std::vector<int>> kinds;  // distinct sorted member lists
+  std::vector<Site> sites;
+  for (size_t s = 0; s < members.size(); ++s) {
+    std::sort(members[s].begin(), members[s].end());
+    auto it = std::find(kinds.begin(), kinds.end(), members[s]);
+    const int k = static_cast<int>(it - kinds.begin());
+    if (it == kinds.end()) kinds.push_back(members[s]);
+    const int first = static_cast<int>(std::find(site_of.begin(), site_of.end(), static_cast<int>(s)) - site_of.begin());
+    sites.push_back(Site{{frac[3 * first], frac[3 * first + 1], frac[3 * first + 2]}, k});
+  }
+  return sites;
+}
+
+// Integer matrices W (columns = images of a, b, c) with W^T G W = G within tolerance.
+std::vector<Rotation> lattice_point_group(const Metric& g, double symprec) {
+  const double len[3] = {std::sqrt(g.g11), std::sqrt(g.g22), std::sqrt(g.g33)};
+  const Metric gs = reciprocal_metric(g);
+  const double rlen[3] = {std::sqrt(gs.g11), std::sqrt(gs.g22), std::sqrt(gs.g33)};
+  const double gm[3][3] = {{g.g11, g.g12, g.g13}, {g.g12, g.g22, g.g23}, {g.g13, g.g23, g.g33}};
+  std::vector<std::array<int, 3>> cand[3];
+  for (int j = 0; j < 3; ++j) {
+    int bound[3];
+    for (int i = 0; i < 3; ++i) bound[i] = std::min(kMaxCoefficient, static_cast<int>(std::ceil(len[j] * rlen[i] + 1e-9)));
+    for (int a = -bound[0]; a <= bound[0]; ++a)
+      for (int b = -bound[1]; b <= bound[1]; ++b)
+        for (int c = -bound[2]; c <= bound[2]; ++c) {
+          const int n[3] = {a, b, c};
+          const double l = std::sqrt(std::max(0.0, dot(g, n, n)));
+          if (std::fabs(l - len[j]) <= symprec) cand[j].push_back({a, b, c});
+        }
+  }
+  std::vector<Rotation> out;
+  for (const auto& u : cand[0])
+    for (const auto& v : cand[1]) {
+      if (std::fabs(dot(g, u.data(), v.data()) - gm[0][1]) > symprec * (len[0] + len[1])) continue;
+      for (const auto& w : cand[2]) {
+        if (std::fabs(dot(g, u.data(), w.data()) - gm[0][2]) > symprec * (len[0] + len[2])) continue;
+        if (std::fabs(dot(g, v.data(), w.data()) - gm[1][2]) > symprec * (len[1] + len[2])) continue;
+        Rotation r{{u[0], v[0], w[0], u[1], v[1], w[1], u[2], v[2], w[2]}};
+        const int* m = r.m;
+        const int det = m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) +
+                        m[2] * (m[3] * m[7] - m[4] * m[6]);
+        if (det == 1 || det == -1) out.push_back(r);
+      }
+    }
+  return out;
+}
+
+void apply(const Rotation& r, const double* x, double* y) {
+  for (int i = 0; i < 3; ++i) y[i] = r.m[3 * i] * x[0] + r.m[3 * i + 1] * x[1] + r.m[3 * i + 2] * x[2];
+}
+
+// Does x -> image(x) + t send every site onto a site of its own kind within
+// tol?  On success `refined` is t corrected by the mean residual.
+bool maps_all_sites(const Metric& g, const std::vector<Site>& sites, const std::vector<double>& image,
+                    const double* t, double tol, double* refined) {
+  double shift[3] = {0.0, 0.0, 0.0};
+  for (size_t i = 0; i < sites.size(); ++i) {
+    const double y[3] = {image[3 * i] + t[0], image[3 * i + 1] + t[1], image[3 * i + 2] + t[2]};
+    bool found = false;
+    for (const auto& s : sites) {
+      if (s.kind != sites[i].kind || dist2_min_image(g, y, s.x) > tol * tol) continue;
+      for (int k = 0; k < 3; ++k) {
+        const double d = s.x[k] - y[k];
+        shift[k] += d - std::nearbyint(d);
+      }
+      found = true;
+      break;
+    }
+    if (!found) return false;
+  }
+  for (int k = 0; k < 3; ++k) refined[k] = t[k] + shift[k] / static_cast<double>(sites.size());
+  return true;
+}
+
+// Translations t (fractional, in [0,1)) such that x -> x + t maps the crystal
+// onto itself: the lattice points of the primitive cell inside this cell.
+std::vector<std::array<double, 3>> pure_translations(const Metric& g, const std::vector<Site>& sites, int ref,
+                                                     double symprec) {
+  std::vector<double> image(3 * sites.size());
+  for (size_t i = 0; i < sites.size(); ++i) std::copy(sites[i].x, sites[i].x + 3, &image[3 * i]);
+  std::vector<std::array<double, 3>> out;
+  for (const auto& target : sites) {
+    if (target.kind != sites[ref].kind) continue;
+    const double t[3] = {target.x[0] - sites[ref].x[0], target.x[1] - sites[ref].x[1], target.x[2] - sites[ref].x[2]};
+    double refined[3], unused[3];
+    if (!maps_all_sites(g, sites, image, t, 2.0 * symprec, refined)) continue;
+    if (!maps_all_sites(g, sites, image, refined, symprec, unused)) continue;
+    out.push_back({refined[0] - std::floor(refined[0]), refined[1] - std::floor(refined[1]),
+                   refined[2] - std::floor(refined[2])});
+  }
+  return out;
+}
+
+double det3(const double* a, const double* b, const double* c) {
+  return a[0] * (b[1] * c[2] - b[2] * c[1]) - a[1] * (b[0] * c[2] - b[2] * c[0]) + a[2] * (b[0] * c[1] - b[1] * c[0]);
+}
+
+// The lattice point group must be judged on the primitive lattice: in a
+// supercell a small strain of the primitive cell grows with the cell edges and
+// would exceed symprec on the long vectors.  With n pure translations, pick
+// the three shortest independent lattice vectors spanning a cell of volume
+// 1/n (fractional units), find the point group of that primitive metric, and
+// express each operation back in the basis of the given cell.
+std::vector<Rotation> point_group_via_primitive(const Metric& g, const std::vector<std::array<double, 3>>& pure,
+                                                double symprec) {
+  const double target = 1.0 / static_cast<double>(pure.size());
+  std::vector<std::pair<double, std::array<double, 3>>> cand;
+  for (const auto& t : pure)
+    for (int a = -1; a <= 1; ++a)
+      for (int b = -1; b <= 1; ++b)
+        for (int c = -1; c <= 1; ++c) {
+          const std::array<double, 3> v{t[0] + a, t[1] + b, t[2] + c};
+          const double l2 = v[0] * v[0] * g.g11 + v[1] * v[1] * g.g22 + v[2] * v[2] * g.g33 +
+                            2.0 * (v[0] * v[1] * g.g12 + v[0] * v[2] * g.g13 + v[1] * v[2] * g.g23);
+          if (l2 > 1e-12) cand.push_back({l2, v});
+        }
+  std::sort(cand.begin(), cand.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+  const size_t n = std::min<size_t>(cand.size(), 40);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = i + 1; j < n; ++j)
+      for (size_t k = j + 1; k < n; ++k) {
+        const double* v1 = cand[i].second.data();
+        const double* v2 = cand[j].second.data();
+        const double* v3 = cand[k].second.data();
+        const double det = det3(v1, v2, v3);  // P has columns v1, v2, v3
+        if (std::fabs(std::fabs(det) - target) > 1e-3 * target) continue;
+        // Primitive metric G' = P^T G P.
+        const double gm[3][3] = {{g.g11, g.g12, g.g13}, {g.g12, g.g22, g.g23}, {g.g13, g.g23, g.g33}};
+        const double* cols[3] = {v1, v2, v3};
+        double gp[3][3];
+        for (int r = 0; r < 3; ++r)
+          for (int q = 0; q < 3; ++q) {
+            double sum = 0.0;
+            for (int u = 0; u < 3; ++u)
+              for (int w = 0; w < 3; ++w) sum += cols[r][u] * gm[u][w] * cols[q][w];
+            gp[r][q] = sum;
+          }
+        const Metric gprim{gp[0][0], gp[1][1], gp[2][2], gp[0][1], gp[0][2], gp[1][2]};
+        // P^-1 by the adjugate.
+        double pm[3][3], pinv[3][3];
+        for (int r = 0; r < 3; ++r)
+          for (int q = 0; q < 3; ++q) pm[r][q] = cols[q][r];
+        for (int r = 0; r < 3; ++r)
+          for (int q = 0; q < 3; ++q) {
+            const int r1 = (q + 1) % 3, r2 = (q + 2) % 3, q1 = (r + 1) % 3, q2 = (r + 2) % 3;
+            pinv[r][q] = (pm[r1][q1] * pm[r2][q2] - pm[r1][q2] * pm[r2][q1]) / det;
+          }
+        std::vector<Rotation> out;
+        for (const Rotation& wp : lattice_point_group(gprim, symprec)) {
+          // W = P W' P^-1 must be an integer matrix (it maps the given lattice onto itself).
+          Rotation w;
+          bool integral = true;
+          for (int r = 0; r < 3 && integral; ++r)
+            for (int q = 0; q < 3 && integral; ++q) {
+              double sum = 0.0;
+              for (int u = 0; u < 3; ++u)
+                for (int v = 0; v < 3; ++v) sum += pm[r][u] * wp.m[3 * u + v] * pinv[v][q];
+              const double rounded = std::nearbyint(sum);
+              integral = std::fabs(sum - rounded) < 1e-3;
+              w.m[3 * r + q] = static_cast<int>(rounded);
+            }
+          if (integral) out.push_back(w);
+        }
+        return out;
+      }
+  return lattice_point_group(g, symprec);  // no primitive basis found: judge the given cell
+}
+
+SpaceGroupOps search(const Metric& g, const std::vector<Site>& sites, double symprec) {
+  SpaceGroupOps ops;
+  // Reference site: one of the rarest kind, so few translations are tried.
+  std::vector<int> count;
+  for (const auto& s : sites) {
+    if (s.kind >= static_cast<int>(count.size())) count.resize(s.kind + 1, 0);
+    ++count[s.kind];
+  }
+  int ref = 0;
+  for (size_t i = 0; i < sites.size(); ++i)
+    if (count[sites[i].kind] < count[sites[ref].kind]) ref = static_cast<int>(i);
+
+  const auto pure = pure_translations(g, sites, ref, symprec);
+  const std::vector<Rotation> point_group =
+      pure.size() > 1 ? point_group_via_primitive(g, pure, symprec) : lattice_point_group(g, symprec);
+  std::vector<double> image(3 * sites.size());
+  for (const Rotation& r : point_group) {
+    for (size_t i = 0; i < sites.size(); ++i) apply(r, sites[i].x, &image[3 * i]);
+    for (const auto& target : sites) {
+      if (target.kind != sites[ref].kind) continue;
+      double t[3];
+      for (int k = 0; k < 3; ++k) t[k] = target.x[k] - image[3 * ref + k];
+      // The trial t inherits the reference site's own deviation, so first
+      // accept matches within 2 symprec, refine t to the mean residual over all
+      // sites, then require every site within symprec of its image under the
+      // refined operation (spglib refines its translations the same way).
+      double refined[3];
+      if (!maps_all_sites(g, sites, image, t, 2.0 * symprec, refined)) continue;
+      double unused[3];
+      if (!maps_all_sites(g, sites, image, refined, symprec, unused)) continue;
+      for (int k = 0; k < 3; ++k) ops.translations.push_back(refined[k] - std::floor(refined[k]));
+      ops.rotations.push_back(r);
+    }
+  }
+  return ops;
+}
+
+bool rotations_closed(const std::vector<Rotation>& rots) {
+  std::vector<Rotation> uniq;
+  for (const auto& r : rots)
+    if (std::none_of(uniq.begin(), uniq.end(), [&](const Rotation& u) { return std::equal(u.m, u.m + 9, r.m); }))
+      uniq.push_back(r);
+  for (const auto& a : uniq)
+    for (const auto& b : uniq) {
+      Rotation c;
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j)
+          c.m[3 * i + j] = a.m[3 * i] * b.m[j] + a.m[3 * i + 1] * b.m[3 + j] + a.m[3 * i + 2] * b.m[6 + j];
+      if (std::none_of(uniq.begin(), uniq.end(), [&](const Rotation& u) { return std::equal(u.m, u.m + 9, c.m); }))
+        return false;
+    }
+  return !uniq.empty();
+}
+
+}  // namespace
+
+SpaceGroupOps find_space_group_operations(const double* lattice, const double* frac, const int* atom_kind,
+                                          int n_atoms, double symprec) {
+  const Metric g = direct_metric(lattice);
+  // Atoms sharing a position (mixed or split occupancy) are merged into one site.
+  const std::vector<Site> sites = make_sites(g, frac, atom_kind, n_atoms, std::min(symprec, 1e-3));
+  // Like spglib, retry with a tighter tolerance when a loose one admits
+  // operations that do not close into a group.
+  double tol = symprec;
+  for (int attempt = 0; attempt < 4; ++attempt, tol *= 0.5) {
+    SpaceGroupOps ops = search(g, sites, tol);
+    if (rotations_closed(ops.rotations)) return ops;
+  }
+  SpaceGroupOps identity;
+  identity.rotations.push_back(Rotation{{1, 0, 0, 0, 1, 0, 0, 0, 1}});
+  identity.translations = {0.0, 0.0, 0.0};
+  return identity;
+}
+
+}  // namespace xrdflow
