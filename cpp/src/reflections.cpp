@@ -40,39 +40,26 @@ Rotation negate(const Rotation& r) {
   return n;
 }
 
-bool same(const Rotation& a, const Rotation& b) { return std::equal(a.m, a.m + 9, b.m); }
-
-Rotation multiply(const Rotation& a, const Rotation& b) {
-  Rotation c;
-  for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j) c.m[3 * i + j] = a.m[3 * i] * b.m[j] + a.m[3 * i + 1] * b.m[3 + j] + a.m[3 * i + 2] * b.m[6 + j];
-  return c;
-}
-
-int determinant(const Rotation& r) {
-  const int* m = r.m;
-  return m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) + m[2] * (m[3] * m[7] - m[4] * m[6]);
-}
-
 // Laue group = distinct rotations of the space group together with their
 // negatives (Friedel).  Checked for closure so that orbit sizes are exact.
 std::vector<Rotation> laue_group(const int32_t* rot, int64_t n_ops, int64_t structure) {
   std::vector<Rotation> group;
+  std::vector<unsigned long long> keys;  // sorted keys of `group`
   auto add = [&](const Rotation& r) {
-    for (const auto& g : group)
-      if (same(g, r)) return;
+    const unsigned long long key = rotation_key(r);
+    const auto it = std::lower_bound(keys.begin(), keys.end(), key);
+    if (it != keys.end() && *it == key) return;
+    keys.insert(it, key);
     group.push_back(r);
   };
   for (int64_t i = 0; i < n_ops; ++i) {
     Rotation r;
-    for (int k = 0; k < 9; ++k) {
-      r.m[k] = rot[9 * i + k];
-      // Integer rotations in any reasonable basis have small entries; the
-      // bound also keeps R^T h far from int overflow.
-      if (r.m[k] < -64 || r.m[k] > 64)
-        fail("structure ", structure, ": symmetry operation ", i, " has a rotation entry ", r.m[k],
-             " outside [-64, 64]; reduce the cell (e.g. Niggli) before simulating");
-    }
+    std::copy(rot + 9 * i, rot + 9 * i + 9, r.m);
+    // Integer rotations in any reasonable basis have small entries; the bound
+    // also keeps R^T h far from int overflow and the keys unique.
+    if (!small_entries(r))
+      fail("structure ", structure, ": symmetry operation ", i, " has a rotation entry outside [-64, 64]; ",
+           "reduce the cell (e.g. Niggli) before simulating");
     const int det = determinant(r);
     if (det != 1 && det != -1)
       fail("structure ", structure, ": symmetry operation ", i, " has a rotation with determinant ", det,
@@ -83,12 +70,8 @@ std::vector<Rotation> laue_group(const int32_t* rot, int64_t n_ops, int64_t stru
       fail("structure ", structure, ": more than ", kMaxLaueOps,
            " distinct point operations; these are not the operations of a crystallographic space group");
   }
-  for (const auto& a : group)
-    for (const auto& b : group) {
-      const Rotation c = multiply(a, b);
-      if (std::none_of(group.begin(), group.end(), [&](const Rotation& g) { return same(g, c); }))
-        fail("structure ", structure, ": the symmetry rotations do not form a group (product not closed)");
-    }
+  if (!rotations_closed(group))
+    fail("structure ", structure, ": the symmetry rotations do not form a group (product not closed)");
   return group;
 }
 
@@ -139,33 +122,52 @@ void validate(const StructureBatch& b, const ReflectionOptions& opt) {
   }
 }
 
-// Atoms are chemically identical when they share scatterer type, occupancy and B.
-std::vector<int> atom_kinds(const StructureBatch& b, int64_t s) {
+// Atoms scatter identically when they share scatterer type, occupancy and B
+// exactly; for symmetry detection, kinds whose occupancy and B agree within
+// 1e-4 and 1e-3 A^2 count as one (values rounded in a file must not break symmetry).
+struct AtomKinds {
+  std::vector<int> of_atom;  // kind of each atom of the structure
+  std::vector<int> type;     // per kind: scatterer type, occupancy, B
+  std::vector<double> occupancy, b_iso;
+};
+
+AtomKinds atom_kinds(const StructureBatch& b, int64_t s) {
   const int64_t a0 = b.atom_offsets[s], n = b.atom_offsets[s + 1] - a0;
-  std::vector<int> kind(n), first_of_kind;
+  AtomKinds k;
+  k.of_atom.resize(n);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t ai = a0 + i;
-    int k = 0;
-    for (; k < static_cast<int>(first_of_kind.size()); ++k) {
-      const int64_t aj = a0 + first_of_kind[k];
-      if (b.atom_type[aj] == b.atom_type[ai] && std::fabs(b.occupancy[aj] - b.occupancy[ai]) < 1e-4 &&
-          std::fabs(b.b_iso[aj] - b.b_iso[ai]) < 1e-3)
-        break;
+    size_t j = 0;
+    for (; j < k.type.size(); ++j)
+      if (k.type[j] == b.atom_type[ai] && k.occupancy[j] == b.occupancy[ai] && k.b_iso[j] == b.b_iso[ai]) break;
+    if (j == k.type.size()) {
+      k.type.push_back(b.atom_type[ai]);
+      k.occupancy.push_back(b.occupancy[ai]);
+      k.b_iso.push_back(b.b_iso[ai]);
     }
-    if (k == static_cast<int>(first_of_kind.size())) first_of_kind.push_back(static_cast<int>(i));
-    kind[i] = k;
+    k.of_atom[i] = static_cast<int>(j);
   }
-  return kind;
+  return k;
 }
 
 // Given operations, or detected ones when the structure came without any.
-SpaceGroupOps structure_operations(const StructureBatch& b, int64_t s, const ReflectionOptions& opt) {
+SpaceGroupOps structure_operations(const StructureBatch& b, int64_t s, const ReflectionOptions& opt,
+                                   const AtomKinds& kinds) {
   const int64_t op0 = b.op_offsets[s], n_ops = b.op_offsets[s + 1] - op0;
   if (n_ops == 0) {
+    std::vector<int> class_of_kind(kinds.type.size());
+    for (size_t i = 0; i < kinds.type.size(); ++i) {
+      size_t j = 0;
+      while (j < i && !(kinds.type[j] == kinds.type[i] && std::fabs(kinds.occupancy[j] - kinds.occupancy[i]) < 1e-4 &&
+                        std::fabs(kinds.b_iso[j] - kinds.b_iso[i]) < 1e-3))
+        ++j;
+      class_of_kind[i] = j < i ? class_of_kind[j] : static_cast<int>(i);
+    }
+    std::vector<int> atom_class(kinds.of_atom.size());
+    for (size_t a = 0; a < atom_class.size(); ++a) atom_class[a] = class_of_kind[kinds.of_atom[a]];
     const int64_t a0 = b.atom_offsets[s];
-    const std::vector<int> kind = atom_kinds(b, s);
-    return find_space_group_operations(b.lattice + 9 * s, b.frac + 3 * a0, kind.data(),
-                                       static_cast<int>(b.atom_offsets[s + 1] - a0), opt.symprec);
+    return find_space_group_operations(b.lattice + 9 * s, b.frac + 3 * a0, atom_class.data(),
+                                       static_cast<int>(atom_class.size()), opt.symprec);
   }
   SpaceGroupOps ops;
   ops.rotations.resize(n_ops);
@@ -175,8 +177,40 @@ SpaceGroupOps structure_operations(const StructureBatch& b, int64_t s, const Ref
   return ops;
 }
 
+// Per-atom phase tables exp(2 pi i n x) for |n| <= box along each axis.
+struct PhaseStorage {
+  std::vector<double> cos[3], sin[3];
+  PhaseTables view{};
+};
+
+// Tables above this many doubles (all axes, cos + sin) are not built; the
+// direct sum is used instead (very large cells at high resolution).
+constexpr size_t kMaxPhaseTable = size_t(1) << 22;
+
+bool build_phase_tables(const double* frac, int n_atoms, Miller box, PhaseStorage& st) {
+  const int n_max[3] = {box.h, box.k, box.l};
+  size_t total = 0;
+  for (int ax = 0; ax < 3; ++ax) total += 2 * size_t(n_atoms) * (2 * n_max[ax] + 1);
+  if (total > kMaxPhaseTable) return false;
+  for (int ax = 0; ax < 3; ++ax) {
+    const int width = 2 * n_max[ax] + 1;
+    st.cos[ax].resize(size_t(n_atoms) * width);
+    st.sin[ax].resize(size_t(n_atoms) * width);
+    for (int j = 0; j < n_atoms; ++j)
+      for (int n = -n_max[ax]; n <= n_max[ax]; ++n) {
+        double phase = n * frac[3 * j + ax];
+        phase -= std::floor(phase);
+        st.cos[ax][size_t(j) * width + n + n_max[ax]] = std::cos(kTwoPi * phase);
+        st.sin[ax][size_t(j) * width + n + n_max[ax]] = std::sin(kTwoPi * phase);
+      }
+    st.view.axis[ax] = PhaseAxis{st.cos[ax].data(), st.sin[ax].data(), n_max[ax]};
+  }
+  return true;
+}
+
 OneStructure structure_reflections(const StructureBatch& b, int64_t s, const ReflectionOptions& opt) {
-  const SpaceGroupOps sg = structure_operations(b, s, opt);
+  const AtomKinds kinds = atom_kinds(b, s);
+  const SpaceGroupOps sg = structure_operations(b, s, opt, kinds);
   const auto& ops = sg.rotations;
   const double* trans = sg.translations.data();
   const int64_t n_ops = static_cast<int64_t>(ops.size());
@@ -193,29 +227,51 @@ OneStructure structure_reflections(const StructureBatch& b, int64_t s, const Ref
   const double inv_d2_max = 1.0 / (opt.d_min * opt.d_min);
 
   const int64_t a0 = b.atom_offsets[s], t0 = b.type_offsets[s];
-  const AtomsView atoms{b.frac + 3 * a0, b.atom_type + a0, b.occupancy + a0, b.b_iso + a0,
-                        static_cast<int>(b.atom_offsets[s + 1] - a0)};
+  const int n_atoms = static_cast<int>(b.atom_offsets[s + 1] - a0);
+  const double* frac = b.frac + 3 * a0;
   const ScatterersView sc{b.it92 + kIT92Coefs * t0, b.fp + t0, b.fpp + t0, b.neutron_b + t0,
                           static_cast<int>(b.type_offsets[s + 1] - t0), opt.neutron};
-  std::vector<double> f_real(sc.n_types), f_imag(sc.n_types);
+  const KindsView kv{kinds.type.data(), kinds.occupancy.data(), kinds.b_iso.data(),
+                     static_cast<int>(kinds.type.size())};
+  std::vector<double> f_real(sc.n_types), f_imag(sc.n_types), w_real(kv.n_kinds), w_imag(kv.n_kinds);
+  PhaseStorage tables;
+  const bool tabulated = build_phase_tables(frac, n_atoms, box, tables);
 
   OneStructure out;
-  for (int h = -box.h; h <= box.h; ++h)
-    for (int k = -box.k; k <= box.k; ++k)
-      for (int l = -box.l; l <= box.l; ++l) {
+  // Canonical representatives are the lexicographically largest members of
+  // their orbits and -1 is in every Laue group, so only the half-space
+  // (h, k, l) > (0, 0, 0) needs visiting.  For each (h, k) the l-range comes
+  // from the sphere |h|^2 <= 1/d_min^2 (a quadratic in l) instead of the box.
+  for (int h = 0; h <= box.h; ++h)
+    for (int k = (h == 0 ? 0 : -box.k); k <= box.k; ++k) {
+      const double qa = gs.g33;
+      const double qb = h * gs.g13 + k * gs.g23;
+      const double qc = h * h * gs.g11 + k * k * gs.g22 + 2.0 * h * k * gs.g12 - inv_d2_max;
+      const double disc = qb * qb - qa * qc;
+      if (disc < 0.0) continue;
+      const double root = std::sqrt(disc);
+      int l_lo = std::max(-box.l, static_cast<int>(std::floor((-qb - root) / qa)) - 1);
+      const int l_hi = std::min(box.l, static_cast<int>(std::ceil((-qb + root) / qa)) + 1);
+      if (h == 0 && k == 0) l_lo = std::max(l_lo, 1);
+      for (int l = l_lo; l <= l_hi; ++l) {
         const Miller m{h, k, l};
         const double q2 = inv_d2(gs, m);  // 1/d^2
-        if (q2 > inv_d2_max || (h == 0 && k == 0 && l == 0)) continue;
+        if (q2 > inv_d2_max) continue;
         int mult = 0;
         if (!canonical_in_orbit(m, laue.data(), static_cast<int>(laue.size()), &mult)) continue;
         if (systematically_absent(m, ops.data(), trans, static_cast<int>(n_ops), opt.absence_tol)) continue;
         const double stol2 = 0.25 * q2;  // (sin(theta)/lambda)^2 = 1 / (4 d^2)
         scattering_factors(sc, stol2, f_real.data(), f_imag.data());
+        kind_weights(kv, stol2, f_real.data(), f_imag.data(), w_real.data(), w_imag.data());
         out.hkl.insert(out.hkl.end(), {h, k, l});
         out.d.push_back(1.0 / std::sqrt(q2));
-        out.f2.push_back(structure_factor_f2(m, stol2, atoms, f_real.data(), f_imag.data()));
+        out.f2.push_back(tabulated ? structure_factor_f2_tabulated(m, tables.view, kinds.of_atom.data(), n_atoms,
+                                                                    w_real.data(), w_imag.data())
+                                   : structure_factor_f2_direct(m, frac, kinds.of_atom.data(), n_atoms,
+                                                                w_real.data(), w_imag.data()));
         out.multiplicity.push_back(mult);
       }
+    }
   // Sort by decreasing d (increasing 2-theta), ties by hkl, for reproducible tables.
   std::vector<size_t> order(out.d.size());
   std::iota(order.begin(), order.end(), 0);

@@ -89,9 +89,7 @@ std::vector<Rotation> lattice_point_group(const Metric& g, double symprec) {
         if (std::fabs(dot(g, u.data(), w.data()) - gm[0][2]) > symprec * (len[0] + len[2])) continue;
         if (std::fabs(dot(g, v.data(), w.data()) - gm[1][2]) > symprec * (len[1] + len[2])) continue;
         Rotation r{{u[0], v[0], w[0], u[1], v[1], w[1], u[2], v[2], w[2]}};
-        const int* m = r.m;
-        const int det = m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) +
-                        m[2] * (m[3] * m[7] - m[4] * m[6]);
+        const int det = determinant(r);
         if (det == 1 || det == -1) out.push_back(r);
       }
     }
@@ -103,15 +101,20 @@ void apply(const Rotation& r, const double* x, double* y) {
 }
 
 // Does x -> image(x) + t send every site onto a site of its own kind within
-// tol?  On success `refined` is t corrected by the mean residual.
+// tol?  On success `refined` is t corrected by the mean residual and
+// *max_dist2 the largest squared distance seen (if given).
 bool maps_all_sites(const Metric& g, const std::vector<Site>& sites, const std::vector<double>& image,
-                    const double* t, double tol, double* refined) {
+                    const double* t, double tol, double* refined, double* max_dist2 = nullptr) {
   double shift[3] = {0.0, 0.0, 0.0};
+  double worst = 0.0;
   for (size_t i = 0; i < sites.size(); ++i) {
     const double y[3] = {image[3 * i] + t[0], image[3 * i + 1] + t[1], image[3 * i + 2] + t[2]};
     bool found = false;
     for (const auto& s : sites) {
-      if (s.kind != sites[i].kind || dist2_min_image(g, y, s.x) > tol * tol) continue;
+      if (s.kind != sites[i].kind) continue;
+      const double d2 = dist2_min_image(g, y, s.x);
+      if (d2 > tol * tol) continue;
+      worst = std::max(worst, d2);
       for (int k = 0; k < 3; ++k) {
         const double d = s.x[k] - y[k];
         shift[k] += d - std::nearbyint(d);
@@ -122,7 +125,18 @@ bool maps_all_sites(const Metric& g, const std::vector<Site>& sites, const std::
     if (!found) return false;
   }
   for (int k = 0; k < 3; ++k) refined[k] = t[k] + shift[k] / static_cast<double>(sites.size());
+  if (max_dist2) *max_dist2 = worst;
   return true;
+}
+
+// An operation is accepted when every site lies within symprec of its image,
+// either under the trial translation or under the mean-residual one (the
+// trial inherits the reference site's own deviation).
+bool accept_translation(const Metric& g, const std::vector<Site>& sites, const std::vector<double>& image,
+                        const double* trial, double symprec, double* refined) {
+  double worst2 = 0.0, unused[3];
+  if (!maps_all_sites(g, sites, image, trial, 2.0 * symprec, refined, &worst2)) return false;
+  return worst2 <= symprec * symprec || maps_all_sites(g, sites, image, refined, symprec, unused);
 }
 
 // Translations t (fractional, in [0,1)) such that x -> x + t maps the crystal
@@ -135,9 +149,8 @@ std::vector<std::array<double, 3>> pure_translations(const Metric& g, const std:
   for (const auto& target : sites) {
     if (target.kind != sites[ref].kind) continue;
     const double t[3] = {target.x[0] - sites[ref].x[0], target.x[1] - sites[ref].x[1], target.x[2] - sites[ref].x[2]};
-    double refined[3], unused[3];
-    if (!maps_all_sites(g, sites, image, t, 2.0 * symprec, refined)) continue;
-    if (!maps_all_sites(g, sites, image, refined, symprec, unused)) continue;
+    double refined[3];
+    if (!accept_translation(g, sites, image, t, symprec, refined)) continue;
     out.push_back({refined[0] - std::floor(refined[0]), refined[1] - std::floor(refined[1]),
                    refined[2] - std::floor(refined[2])});
   }
@@ -241,14 +254,8 @@ SpaceGroupOps search(const Metric& g, const std::vector<Site>& sites, double sym
       if (target.kind != sites[ref].kind) continue;
       double t[3];
       for (int k = 0; k < 3; ++k) t[k] = target.x[k] - image[3 * ref + k];
-      // The trial t inherits the reference site's own deviation, so first
-      // accept matches within 2 symprec, refine t to the mean residual over all
-      // sites, then require every site within symprec of its image under the
-      // refined operation (spglib refines its translations the same way).
       double refined[3];
-      if (!maps_all_sites(g, sites, image, t, 2.0 * symprec, refined)) continue;
-      double unused[3];
-      if (!maps_all_sites(g, sites, image, refined, symprec, unused)) continue;
+      if (!accept_translation(g, sites, image, t, symprec, refined)) continue;
       for (int k = 0; k < 3; ++k) ops.translations.push_back(refined[k] - std::floor(refined[k]));
       ops.rotations.push_back(r);
     }
@@ -256,24 +263,26 @@ SpaceGroupOps search(const Metric& g, const std::vector<Site>& sites, double sym
   return ops;
 }
 
+}  // namespace
+
 bool rotations_closed(const std::vector<Rotation>& rots) {
+  std::vector<unsigned long long> keys;
   std::vector<Rotation> uniq;
-  for (const auto& r : rots)
-    if (std::none_of(uniq.begin(), uniq.end(), [&](const Rotation& u) { return std::equal(u.m, u.m + 9, r.m); }))
-      uniq.push_back(r);
+  for (const auto& r : rots) {
+    if (!small_entries(r)) return false;
+    const unsigned long long key = rotation_key(r);
+    const auto it = std::lower_bound(keys.begin(), keys.end(), key);
+    if (it != keys.end() && *it == key) continue;
+    keys.insert(it, key);
+    uniq.push_back(r);
+  }
   for (const auto& a : uniq)
     for (const auto& b : uniq) {
-      Rotation c;
-      for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j)
-          c.m[3 * i + j] = a.m[3 * i] * b.m[j] + a.m[3 * i + 1] * b.m[3 + j] + a.m[3 * i + 2] * b.m[6 + j];
-      if (std::none_of(uniq.begin(), uniq.end(), [&](const Rotation& u) { return std::equal(u.m, u.m + 9, c.m); }))
-        return false;
+      const Rotation c = multiply(a, b);
+      if (!small_entries(c) || !std::binary_search(keys.begin(), keys.end(), rotation_key(c))) return false;
     }
   return !uniq.empty();
 }
-
-}  // namespace
 
 SpaceGroupOps find_space_group_operations(const double* lattice, const double* frac, const int* atom_kind,
                                           int n_atoms, double symprec) {

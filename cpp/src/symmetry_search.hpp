@@ -15,6 +15,10 @@ struct SpaceGroupOps {
   std::vector<double> translations;  // 3 per operation, in [0, 1)
 };
 
+// Is the set of distinct rotations closed under multiplication (a group)?
+// Rotations with entries outside [-64, 64] make it false.
+bool rotations_closed(const std::vector<Rotation>& rotations);
+
 // atom_kind[i] identifies chemically identical atoms (same scatterer type,
 // occupancy and B); atoms at one position (mixed sites) form one site.
 SpaceGroupOps find_space_group_operations(const double* lattice, const double* frac, const int* atom_kind,

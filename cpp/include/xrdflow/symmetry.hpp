@@ -20,6 +20,33 @@ struct Rotation {
   int m[9];
 };
 
+// A unique 64-bit key for a rotation whose entries lie in [-64, 64]
+// (129^9 < 2^64), for fast set membership of operations.
+XF_INLINE unsigned long long rotation_key(const Rotation& r) {
+  unsigned long long key = 0;
+  for (int i = 0; i < 9; ++i) key = key * 129ull + static_cast<unsigned long long>(r.m[i] + 64);
+  return key;
+}
+
+XF_INLINE Rotation multiply(const Rotation& a, const Rotation& b) {
+  Rotation c;
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) c.m[3 * i + j] = a.m[3 * i] * b.m[j] + a.m[3 * i + 1] * b.m[3 + j] + a.m[3 * i + 2] * b.m[6 + j];
+  return c;
+}
+
+XF_INLINE int determinant(const Rotation& r) {
+  const int* m = r.m;
+  return m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) + m[2] * (m[3] * m[7] - m[4] * m[6]);
+}
+
+// Entries within [-64, 64]: the range rotation_key() encodes.
+XF_INLINE bool small_entries(const Rotation& r) {
+  for (int i = 0; i < 9; ++i)
+    if (r.m[i] < -64 || r.m[i] > 64) return false;
+  return true;
+}
+
 // h' = R^T h: the action of a real-space rotation on Miller indices.
 XF_INLINE Miller act_on_hkl(const Rotation& r, Miller h) {
   return Miller{r.m[0] * h.h + r.m[3] * h.k + r.m[6] * h.l, r.m[1] * h.h + r.m[4] * h.k + r.m[7] * h.l,
