@@ -41,8 +41,9 @@ Rotation negate(const Rotation& r) {
 }
 
 // Laue group = distinct rotations of the space group together with their
-// negatives (Friedel).  Checked for closure so that orbit sizes are exact.
-std::vector<Rotation> laue_group(const int32_t* rot, int64_t n_ops, int64_t structure) {
+// negatives (Friedel).  Operations given by the caller are checked for
+// closure so that orbit sizes are exact; detected ones already were.
+std::vector<Rotation> laue_group(const int32_t* rot, int64_t n_ops, int64_t structure, bool check_closure) {
   std::vector<Rotation> group;
   std::vector<unsigned long long> keys;  // sorted keys of `group`
   auto add = [&](const Rotation& r) {
@@ -70,7 +71,7 @@ std::vector<Rotation> laue_group(const int32_t* rot, int64_t n_ops, int64_t stru
       fail("structure ", structure, ": more than ", kMaxLaueOps,
            " distinct point operations; these are not the operations of a crystallographic space group");
   }
-  if (!rotations_closed(group))
+  if (check_closure && !rotations_closed(group))
     fail("structure ", structure, ": the symmetry rotations do not form a group (product not closed)");
   return group;
 }
@@ -216,7 +217,8 @@ OneStructure structure_reflections(const StructureBatch& b, int64_t s, const Ref
   const int64_t n_ops = static_cast<int64_t>(ops.size());
   std::vector<int32_t> flat_rot(9 * n_ops);
   for (int64_t i = 0; i < n_ops; ++i) std::copy(ops[i].m, ops[i].m + 9, flat_rot.begin() + 9 * i);
-  const std::vector<Rotation> laue = laue_group(flat_rot.data(), n_ops, s);
+  const bool detected = b.op_offsets[s + 1] == b.op_offsets[s];
+  const std::vector<Rotation> laue = laue_group(flat_rot.data(), n_ops, s, !detected);
 
   const Metric g = direct_metric(b.lattice + 9 * s);
   const Metric gs = symmetrized_metric(reciprocal_metric(g), laue.data(), static_cast<int>(laue.size()));

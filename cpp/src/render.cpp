@@ -44,22 +44,36 @@ void validate_render(const ReflectionView& r, const RenderOptions& o) {
 
 namespace {
 
+Grid make_grid(const RenderOptions& o) {
+  Grid g{o.grid_two_theta, o.n_points, true, o.grid_two_theta[0], 0.0};
+  const double step = (o.grid_two_theta[o.n_points - 1] - o.grid_two_theta[0]) / (o.n_points - 1);
+  for (int i = 1; i < o.n_points && g.uniform; ++i)
+    g.uniform = std::fabs(o.grid_two_theta[i] - o.grid_two_theta[i - 1] - step) <= 1e-9 * step;
+  g.inv_step = 1.0 / step;
+  return g;
+}
+
 // Render one structure into `acc` (double accumulation, n_points).
-void render_one(const ReflectionView& r, const RenderOptions& o, int64_t s, double* acc) {
+void render_one(const ReflectionView& r, const RenderOptions& o, const Grid& grid, int64_t s, double* acc) {
   const double lo = o.grid_two_theta[0], hi = o.grid_two_theta[o.n_points - 1];
   for (int line = 0; line < o.n_lines; ++line) {
     const double lambda = o.wavelengths[line], weight = o.line_weights[line];
     if (weight == 0.0) continue;
     for (int64_t i = r.offsets[s]; i < r.offsets[s + 1]; ++i) {
-      const double tt = bragg_two_theta_deg(r.d[i], lambda);
-      if (tt <= 0.0 || tt >= 180.0) continue;
-      const PeakShape shape = tch_shape(tt, lambda, o.profile);
+      // Bragg: sin(theta) = lambda / 2d; every other trig value follows from it.
+      const double sin_t = lambda / (2.0 * r.d[i]);
+      if (!(sin_t < 1.0)) continue;
+      const double cos_t = std::sqrt(1.0 - sin_t * sin_t);
+      const double tt = 2.0 * std::asin(sin_t) * kDegPerRad;
+      const PeakShape shape = tch_shape_tc(sin_t / cos_t, cos_t, lambda, o.profile);
       if (!(shape.fwhm_deg > 0.0)) continue;
       const double centre = tt + o.zero_shift_deg;
-      const double cut = profile_cutoff(shape.fwhm_deg, shape.eta, o.cutoff_rel);
-      if (centre + cut < lo || centre - cut > hi) continue;
-      const double area = weight * r.multiplicity[i] * r.f2[i] * lorentz_polarization(tt, o.cos2_2theta_m, o.neutron);
-      add_peak(o.grid_two_theta, o.n_points, centre, area, shape.fwhm_deg, shape.eta, cut, acc);
+      const Cutoffs cut = profile_cutoffs(shape.fwhm_deg, shape.eta, o.cutoff_rel);
+      const double reach = cut.gauss > cut.lorentz ? cut.gauss : cut.lorentz;
+      if (centre + reach < lo || centre - reach > hi) continue;
+      const double area =
+          weight * r.multiplicity[i] * r.f2[i] * lorentz_polarization_sc(sin_t, cos_t, o.cos2_2theta_m, o.neutron);
+      add_peak(grid, centre, area, shape.fwhm_deg, shape.eta, cut, acc);
     }
   }
 }
@@ -81,9 +95,10 @@ void normalize(const RenderOptions& o, double* acc) {
 
 void render_patterns(const ReflectionView& r, const RenderOptions& o, float* out) {
   validate_render(r, o);
+  const Grid grid = make_grid(o);
   parallel_for(r.n_structures, o.threads, [&](int64_t s) {
     std::vector<double> acc(o.n_points, 0.0);
-    render_one(r, o, s, acc.data());
+    render_one(r, o, grid, s, acc.data());
     normalize(o, acc.data());
     float* row = out + s * static_cast<int64_t>(o.n_points);
     for (int i = 0; i < o.n_points; ++i) row[i] = static_cast<float>(acc[i]);

@@ -13,13 +13,18 @@ namespace xrdflow {
 // Diffraction, 2nd ed., eq. 8.46):
 //   LP = (1 + cos^2 2theta cos^2 2theta_m) / (sin^2 theta cos theta (1 + cos^2 2theta_m)).
 // Neutrons are unpolarized: LP = 1 / (sin^2 theta cos theta).
+// From sin(theta) and cos(theta), which the renderer has without any trig call
+// (sin theta = lambda / 2d); cos 2theta = 1 - 2 sin^2 theta.
+XF_INLINE double lorentz_polarization_sc(double sin_theta, double cos_theta, double cos2_2theta_m, bool neutron) {
+  const double lorentz = 1.0 / (sin_theta * sin_theta * cos_theta);
+  if (neutron) return lorentz;
+  const double c2t = 1.0 - 2.0 * sin_theta * sin_theta;
+  return lorentz * (1.0 + c2t * c2t * cos2_2theta_m) / (1.0 + cos2_2theta_m);
+}
+
 XF_INLINE double lorentz_polarization(double two_theta_deg, double cos2_2theta_m, bool neutron) {
   const double theta = 0.5 * two_theta_deg * kRadPerDeg;
-  const double s = std::sin(theta), c = std::cos(theta);
-  const double lorentz = 1.0 / (s * s * c);
-  if (neutron) return lorentz;
-  const double c2t = std::cos(2.0 * theta);
-  return lorentz * (1.0 + c2t * c2t * cos2_2theta_m) / (1.0 + cos2_2theta_m);
+  return lorentz_polarization_sc(std::sin(theta), std::cos(theta), cos2_2theta_m, neutron);
 }
 
 // Instrument and sample broadening.  Caglioti U, V, W (deg^2) give the
@@ -39,13 +44,11 @@ struct PeakShape {
   double eta;       // Lorentzian fraction of the pseudo-Voigt, in [0, 1]
 };
 
-// TCH pseudo-Voigt width and mixing (Thompson, Cox & Hastings 1987,
+// TCH pseudo-Voigt width and mixing from t = tan(theta), c = cos(theta) (Thompson, Cox & Hastings 1987,
 // J. Appl. Cryst. 20, 79, eqs. 2-4).  Scherrer: H_size = K lambda / (L cos theta)
 // (Lorentzian); Stokes-Wilson strain: H_strain = 4 epsilon tan theta (Gaussian,
 // in quadrature); both converted from radians to degrees.
-XF_INLINE PeakShape tch_shape(double two_theta_deg, double wavelength_angstrom, const ProfileParams& p) {
-  const double theta = 0.5 * two_theta_deg * kRadPerDeg;
-  const double t = std::tan(theta), c = std::cos(theta);
+XF_INLINE PeakShape tch_shape_tc(double t, double c, double wavelength_angstrom, const ProfileParams& p) {
   double hg2 = p.u * t * t + p.v * t + p.w;
   if (p.microstrain > 0.0) {
     const double hs = 4.0 * p.microstrain * t * kDegPerRad;
@@ -66,36 +69,41 @@ XF_INLINE PeakShape tch_shape(double two_theta_deg, double wavelength_angstrom, 
   return s;
 }
 
-constexpr double kLn2 = 0.69314718055994530942;
-
-// Unit-area pseudo-Voigt at offset dx from the centre (same units as fwhm).
-XF_INLINE double pseudo_voigt(double dx, double fwhm, double eta) {
-  const double z = dx / fwhm;
-  const double gauss = 2.0 * std::sqrt(kLn2 / kPi) / fwhm * std::exp(-4.0 * kLn2 * z * z);
-  const double lorentz = 2.0 / (kPi * fwhm) / (1.0 + 4.0 * z * z);
-  return eta * lorentz + (1.0 - eta) * gauss;
+XF_INLINE PeakShape tch_shape(double two_theta_deg, double wavelength_angstrom, const ProfileParams& p) {
+  const double theta = 0.5 * two_theta_deg * kRadPerDeg;
+  return tch_shape_tc(std::tan(theta), std::cos(theta), wavelength_angstrom, p);
 }
 
-// Half-width beyond which the pseudo-Voigt stays below `rel` times its peak
-// height.  Each component is cut where it alone falls to rel/2 of the total
-// peak height, so their sum beyond the cutoff is below rel (exact bound, no
-// fitting).  A pure Lorentzian with rel = 1e-3 is cut at 22.4 FWHM; a pure
+constexpr double kLn2 = 0.69314718055994530942;
+
+// Where each component of the pseudo-Voigt may be cut.  Each component is
+// cut where it alone falls to rel/2 of the total peak height, so their sum
+// beyond both cutoffs stays below rel times the peak height (an exact bound,
+// no fitting).  A pure Lorentzian with rel = 1e-3 is cut at 22.4 FWHM, a pure
 // Gaussian at 1.65 FWHM.
-XF_INLINE double profile_cutoff(double fwhm, double eta, double rel) {
+struct Cutoffs {
+  double gauss;    // half-width of the Gaussian window (0: no Gaussian part)
+  double lorentz;  // half-width of the Lorentzian window (0: no Lorentzian part)
+};
+
+XF_INLINE Cutoffs profile_cutoffs(double fwhm, double eta, double rel) {
   const double g0 = 2.0 * std::sqrt(kLn2 / kPi) / fwhm;
   const double l0 = 2.0 / (kPi * fwhm);
   const double level = 0.5 * rel * (eta * l0 + (1.0 - eta) * g0);
-  double cut = 0.0;
+  Cutoffs c{0.0, 0.0};
   if (eta > 0.0) {
     const double r = eta * l0 / level - 1.0;
-    if (r > 0.0) cut = 0.5 * fwhm * std::sqrt(r);
+    if (r > 0.0) c.lorentz = 0.5 * fwhm * std::sqrt(r);
   }
   const double gpeak = (1.0 - eta) * g0;
-  if (gpeak > level) {
-    const double xg = 0.5 * fwhm * std::sqrt(std::log(gpeak / level) / kLn2);
-    if (xg > cut) cut = xg;
-  }
-  return cut;
+  if (gpeak > level) c.gauss = 0.5 * fwhm * std::sqrt(std::log(gpeak / level) / kLn2);
+  return c;
+}
+
+// Half-width beyond which the whole profile stays below rel times its height.
+XF_INLINE double profile_cutoff(double fwhm, double eta, double rel) {
+  const Cutoffs c = profile_cutoffs(fwhm, eta, rel);
+  return c.gauss > c.lorentz ? c.gauss : c.lorentz;
 }
 
 }  // namespace xrdflow
