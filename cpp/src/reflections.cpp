@@ -193,18 +193,34 @@ bool build_phase_tables(const double* frac, int n_atoms, Miller box, PhaseStorag
   size_t total = 0;
   for (int ax = 0; ax < 3; ++ax) total += 2 * size_t(n_atoms) * (2 * n_max[ax] + 1);
   if (total > kMaxPhaseTable) return false;
+  // exp(2 pi i n x) by the recurrence e(n+1) = e(n) e(1), re-anchored with a
+  // direct cos/sin every kAnchor steps so rounding cannot accumulate beyond
+  // ~kAnchor ulps; negative n are complex conjugates.
+  constexpr int kAnchor = 8;
   for (int ax = 0; ax < 3; ++ax) {
-    const int width = 2 * n_max[ax] + 1;
+    const int nm = n_max[ax], width = 2 * nm + 1;
     st.cos[ax].resize(size_t(n_atoms) * width);
     st.sin[ax].resize(size_t(n_atoms) * width);
-    for (int j = 0; j < n_atoms; ++j)
-      for (int n = -n_max[ax]; n <= n_max[ax]; ++n) {
-        double phase = n * frac[3 * j + ax];
-        phase -= std::floor(phase);
-        st.cos[ax][size_t(j) * width + n + n_max[ax]] = std::cos(kTwoPi * phase);
-        st.sin[ax][size_t(j) * width + n + n_max[ax]] = std::sin(kTwoPi * phase);
+    for (int j = 0; j < n_atoms; ++j) {
+      double* c = st.cos[ax].data() + size_t(j) * width + nm;  // c[n] for n in [-nm, nm]
+      double* sn = st.sin[ax].data() + size_t(j) * width + nm;
+      const double x = frac[3 * j + ax];
+      const double c1 = std::cos(kTwoPi * x), s1 = std::sin(kTwoPi * x);
+      for (int n = 0; n <= nm; ++n) {
+        if (n % kAnchor == 0) {
+          double phase = n * x;
+          phase -= std::floor(phase);
+          c[n] = std::cos(kTwoPi * phase);
+          sn[n] = std::sin(kTwoPi * phase);
+        } else {
+          c[n] = c[n - 1] * c1 - sn[n - 1] * s1;
+          sn[n] = sn[n - 1] * c1 + c[n - 1] * s1;
+        }
+        c[-n] = c[n];
+        sn[-n] = -sn[n];
       }
-    st.view.axis[ax] = PhaseAxis{st.cos[ax].data(), st.sin[ax].data(), n_max[ax]};
+    }
+    st.view.axis[ax] = PhaseAxis{st.cos[ax].data(), st.sin[ax].data(), nm};
   }
   return true;
 }

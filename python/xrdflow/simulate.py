@@ -110,8 +110,7 @@ class Reflections:
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
 
-# Operations handed to the core: none at all means "detect them in C++".
-_DETECT_IN_CORE = SymmetryOperations(np.zeros((0, 3, 3), np.int32), np.zeros((0, 3)))
+# Identity alone: Laue group -1, every hkl enumerated (symmetry="none").
 _IDENTITY = SymmetryOperations(np.eye(3, dtype=np.int32)[None].copy(), np.zeros((1, 3)))
 
 
@@ -313,59 +312,71 @@ class Simulator:
 
     # ------------------------------------------------------------ reflections
     def _flatten(self, structures: Sequence[Structure]) -> dict:
-        """The flat CSR arrays the core reads (and spglib symmetry if asked for)."""
-        neutron = self.probe == "neutron"
-        energy = self.radiation.energy_ev if self.anomalous else None
+        """The flat CSR arrays the core reads (and spglib symmetry if asked for).
+
+        Vectorized over the batch: the only per-structure Python work is
+        gathering each structure's arrays (and spglib, when chosen).
+        """
         n = len(structures)
-        atom_off = np.zeros(n + 1, np.int64)
-        type_off = np.zeros(n + 1, np.int64)
-        op_off = np.zeros(n + 1, np.int64)
-        lattices = np.empty((n, 3, 3))
-        frac, atom_type, occ, biso, rot, trans, types = [], [], [], [], [], [], []
-        for i, s in enumerate(structures):
-            volume = s.volume
-            estimate = 4.0 * math.pi / 3.0 * volume / self.d_min ** 3
-            if estimate > self.max_reflections:
-                raise ValueError(
-                    f"structure {i} ({s.label or s.formula}, V = {volume:.1f} A^3) would have ~{estimate:.3g} hkl "
-                    f"with d >= {self.d_min:.4f} A, over the cap max_reflections={self.max_reflections:,}; "
-                    "raise Simulator(max_reflections=...) or narrow the 2-theta range")
-            if self.symmetry == "spglib":
-                ops = symmetry_operations(s, self.symprec)
-            elif self.symmetry == "none":
-                ops = _IDENTITY
-            else:
-                ops = _DETECT_IN_CORE
-            key = s.numbers.astype(np.int64) * 1000 + (s.charges.astype(np.int64) + 500)
-            uniq, local = np.unique(key, return_inverse=True)
-            types.extend((int(k // 1000), int(k % 1000) - 500) for k in uniq)
-            lattices[i] = s.lattice
-            frac.append(s.frac); atom_type.append(local.astype(np.int32)); occ.append(s.occupancy)
-            biso.append(s.b_iso); rot.append(ops.rotations); trans.append(ops.translations)
-            atom_off[i + 1] = atom_off[i] + len(s)
-            type_off[i + 1] = type_off[i] + len(uniq)
-            op_off[i + 1] = op_off[i] + len(ops)
-        n_types = len(types)
-        it92 = np.zeros((n_types, 9))
-        fp = np.zeros(n_types)
-        fpp = np.zeros(n_types)
-        nb = np.zeros(n_types)
-        for t, (z, charge) in enumerate(types):
-            if neutron:
+        counts = np.fromiter((len(s) for s in structures), np.int64, n)
+        atom_off = np.concatenate([[0], np.cumsum(counts)])
+        lattices = np.array([s.lattice for s in structures], dtype=np.float64).reshape(n, 3, 3)
+        volumes = np.abs(np.linalg.det(lattices)) if n else np.zeros(0)
+        estimates = 4.0 * math.pi / 3.0 * volumes / self.d_min ** 3
+        too_big = np.flatnonzero(estimates > self.max_reflections)
+        if too_big.size:
+            i = int(too_big[0])
+            s = structures[i]
+            raise ValueError(
+                f"structure {i} ({s.label or s.formula}, V = {volumes[i]:.1f} A^3) would have ~{estimates[i]:.3g} hkl "
+                f"with d >= {self.d_min:.4f} A, over the cap max_reflections={self.max_reflections:,}; "
+                "raise Simulator(max_reflections=...) or narrow the 2-theta range")
+
+        def cat(parts, shape, dtype):
+            return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(shape), dtype=dtype)
+
+        numbers = cat([s.numbers for s in structures], (0,), np.int64)
+        charges = cat([s.charges for s in structures], (0,), np.int64)
+        # Scatterer types: distinct (Z, charge) within each structure, numbered
+        # per structure (the core indexes a structure's own rows).
+        owner = np.repeat(np.arange(n, dtype=np.int64), counts)
+        species_key = numbers * 1000 + (charges + 500)
+        uniq, atom_type = np.unique(owner * 1_000_000 + species_key, return_inverse=True)
+        type_off = np.searchsorted(uniq // 1_000_000, np.arange(n + 1)).astype(np.int64)
+        atom_type = (atom_type - type_off[owner]).astype(np.int32)
+        it92, fp, fpp, nb = self._scatterer_rows(uniq % 1_000_000)
+
+        if self.symmetry == "spglib":
+            ops = [symmetry_operations(s, self.symprec) for s in structures]
+        elif self.symmetry == "none":
+            ops = [_IDENTITY] * n
+        else:
+            ops = []  # no operations: the core detects them
+        op_counts = np.array([len(o) for o in ops] if ops else np.zeros(n), dtype=np.int64)
+        return dict(lattice=lattices, atom_offsets=atom_off, frac=cat([s.frac for s in structures], (0, 3), np.float64),
+                    atom_type=atom_type, occupancy=cat([s.occupancy for s in structures], (0,), np.float64),
+                    b_iso=cat([s.b_iso for s in structures], (0,), np.float64), type_offsets=type_off,
+                    it92=it92, fp=fp, fpp=fpp, neutron_b=nb,
+                    op_offsets=np.concatenate([[0], np.cumsum(op_counts)]).astype(np.int64),
+                    rotations=cat([o.rotations for o in ops], (0, 3, 3), np.int32),
+                    translations=cat([o.translations for o in ops], (0, 3), np.float64))
+
+    def _scatterer_rows(self, species_keys: np.ndarray):
+        """IT92 rows, f', f'' and neutron b for species keys Z * 1000 + charge + 500."""
+        distinct, where = np.unique(species_keys, return_inverse=True)
+        m = len(distinct)
+        it92, fp, fpp, nb = np.zeros((m, 9)), np.zeros(m), np.zeros(m), np.zeros(m)
+        energy = self.radiation.energy_ev if self.anomalous else None
+        for t, key in enumerate(distinct):
+            z, charge = int(key // 1000), int(key % 1000) - 500
+            if self.probe == "neutron":
                 nb[t] = neutron_scattering_length(z)
             else:
                 it92[t] = it92_coefficients(z, charge)
                 if energy is not None:
                     fp[t], fpp[t] = anomalous_dispersion(z, energy)
-
-        def cat(parts, shape, dtype):
-            return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(shape), dtype=dtype)
-
-        return dict(lattice=lattices, atom_offsets=atom_off, frac=cat(frac, (0, 3), np.float64),
-                    atom_type=cat(atom_type, (0,), np.int32), occupancy=cat(occ, (0,), np.float64),
-                    b_iso=cat(biso, (0,), np.float64), type_offsets=type_off, it92=it92, fp=fp, fpp=fpp,
-                    neutron_b=nb, op_offsets=op_off, rotations=cat(rot, (0, 3, 3), np.int32),
-                    translations=cat(trans, (0, 3), np.float64))
+        return (np.ascontiguousarray(it92[where]), np.ascontiguousarray(fp[where]),
+                np.ascontiguousarray(fpp[where]), np.ascontiguousarray(nb[where]))
 
     def reflections(self, structures: Iterable[Structure], threads: int | None = None) -> Reflections:
         """Symmetry-unique reflections (hkl, d, |F|^2, multiplicity) of every structure.

@@ -59,9 +59,9 @@ XF_INLINE void kind_weights(const KindsView& k, double stol2, const double* f_re
 }
 
 // Phase factors exp(2 pi i n x_j) for n in [-n_max, n_max] along one axis,
-// tabulated per atom: cos/sin at [j * (2 n_max + 1) + n + n_max].  Each entry
-// is a direct cos/sin (no recurrence), so a tabulated phase
-// exp(2 pi i h.x) = e_x(h) e_y(k) e_z(l) carries only product rounding.
+// tabulated per atom: cos/sin at [j * (2 n_max + 1) + n + n_max], accurate to
+// a few ulps, so exp(2 pi i h.x) = e_x(h) e_y(k) e_z(l) needs two complex
+// products per atom instead of a cos and a sin.
 struct PhaseAxis {
   const double* cos;
   const double* sin;
