@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include "arrays.hpp"
+#include "convert.hpp"
 #include "drivers.hpp"
 #include "fail.hpp"
 
@@ -26,33 +27,37 @@ xrdflow::ReflectionView reflection_view(const py::object& offsets, const py::obj
 }
 
 py::array_t<float> render_patterns(py::object offsets, py::object d, py::object f2, py::object multiplicity,
-                                   py::object wavelengths, py::object line_weights, py::object grid_two_theta,
-                                   py::object axis, double u, double v, double w, double x, double y,
-                                   double size_angstrom, double scherrer_k, double microstrain,
-                                   double zero_shift_deg, double cos2_2theta_m, bool neutron, int normalization,
-                                   double cutoff_rel, int threads) {
+                                   const py::dict& instrument, int threads) {
   const xrdflow::ReflectionView r = reflection_view(offsets, d, f2, multiplicity);
-  xrdflow::RenderOptions o;
-  o.wavelengths = checked_array<double>(wavelengths, "wavelengths", {-1});
-  o.n_lines = static_cast<int>(length(wavelengths));
-  o.line_weights = checked_array<double>(line_weights, "line_weights", {o.n_lines});
-  o.grid_two_theta = checked_array<double>(grid_two_theta, "grid_two_theta", {-1});
-  o.n_points = static_cast<int>(length(grid_two_theta));
-  o.axis = checked_array<double>(axis, "axis", {o.n_points});
-  o.profile = xrdflow::ProfileParams{u, v, w, x, y, size_angstrom, scherrer_k, microstrain};
-  o.zero_shift_deg = zero_shift_deg;
-  o.cos2_2theta_m = cos2_2theta_m;
-  o.neutron = neutron;
-  if (normalization < 0 || normalization > 2) throw py::value_error("normalization code must be 0, 1 or 2");
-  o.normalization = static_cast<xrdflow::Normalization>(normalization);
-  o.cutoff_rel = cutoff_rel;
-  o.threads = threads;
-  xrdflow::validate_render(r, o);  // before allocating the output
+  const xrdflow::RenderOptions o = xrdflow_bind::render_options(instrument, threads);
+  // Validate before allocating the output.
+  xrdflow::validate_reflections(r);
+  xrdflow::validate_render_options(o);
   py::array_t<float> out({static_cast<py::ssize_t>(r.n_structures), static_cast<py::ssize_t>(o.n_points)});
   float* ptr = out.mutable_data();
   {
     py::gil_scoped_release release;
     xrdflow::render_patterns(r, o, ptr);
+  }
+  return out;
+}
+
+py::array_t<float> simulate_patterns(const py::dict& structures, double d_min, bool neutron, double max_box,
+                                     double symprec, const py::dict& instrument, int threads) {
+  const xrdflow::StructureBatch b = xrdflow_bind::structure_batch(structures);
+  xrdflow::ReflectionOptions ropt;
+  ropt.d_min = d_min;
+  ropt.neutron = neutron;
+  ropt.max_box = max_box;
+  ropt.symprec = symprec;
+  const xrdflow::RenderOptions o = xrdflow_bind::render_options(instrument, threads);
+  xrdflow::validate_structures(b, ropt);
+  xrdflow::validate_render_options(o);
+  py::array_t<float> out({static_cast<py::ssize_t>(b.n_structures), static_cast<py::ssize_t>(o.n_points)});
+  float* ptr = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    xrdflow::simulate_patterns(b, ropt, o, ptr);
   }
   return out;
 }
@@ -89,13 +94,13 @@ py::tuple peak_shape(py::object two_theta_deg, double wavelength, double u, doub
 
 void add_render(py::module_& m) {
   m.def("render_patterns", &render_patterns, py::arg("offsets"), py::arg("d"), py::arg("F2"),
-        py::arg("multiplicity"), py::arg("wavelengths"), py::arg("line_weights"), py::arg("grid_two_theta"),
-        py::arg("axis"), py::arg("U"), py::arg("V"), py::arg("W"), py::arg("X"), py::arg("Y"),
-        py::arg("size_angstrom"), py::arg("scherrer_k"), py::arg("microstrain"), py::arg("zero_shift_deg"),
-        py::arg("cos2_2theta_m"), py::arg("neutron"), py::arg("normalization"), py::arg("cutoff_rel"),
-        py::arg("threads") = 0,
-        "Render cached reflections into (B, n_points) float32 patterns (TCH pseudo-Voigt, LP, several lines). "
-        "Runs without the GIL.");
+        py::arg("multiplicity"), py::arg("instrument"), py::arg("threads") = 0,
+        "Render cached reflections into (B, n_points) float32 patterns (TCH pseudo-Voigt, LP, several lines); "
+        "instrument is a dict (see convert.hpp). Runs without the GIL.");
+  m.def("simulate_patterns", &simulate_patterns, py::arg("structures"), py::arg("d_min"), py::arg("neutron"),
+        py::arg("max_box"), py::arg("symprec"), py::arg("instrument"), py::arg("threads") = 0,
+        "Structures (CSR dict) straight to (B, n_points) float32 patterns, reflections and render of each "
+        "structure in one threaded task. Runs without the GIL.");
   m.def("peak_intensities", &peak_intensities, py::arg("offsets"), py::arg("d"), py::arg("F2"),
         py::arg("multiplicity"), py::arg("wavelength"), py::arg("cos2_2theta_m"), py::arg("neutron"),
         "Per reflection: (two_theta_deg, LP, M |F|^2 LP) at one wavelength; 2-theta < 0 where unreachable.");

@@ -79,7 +79,7 @@ def test_core_cap_guard():
     """The C++ driver checks the search box too, with a message naming the cap."""
     args = _valid_core_args()
     with pytest.raises(xf.CoreError, match="exceeds the cap"):
-        _core.compute_reflections(**args, d_min=0.05, max_box=1000.0)
+        _core.compute_reflections(args, d_min=0.05, max_box=1000.0)
 
 
 def test_core_error_is_value_error():
@@ -109,22 +109,22 @@ def test_core_validates_offsets_types_and_rotations():
     ]
     for change, match in cases:
         with pytest.raises(ValueError, match=match):
-            _core.compute_reflections(**{**base, **change}, d_min=1.0)
+            _core.compute_reflections({**base, **change}, d_min=1.0)
     no_ops = dict(op_offsets=np.array([0, 0], np.int64), rotations=np.zeros((0, 3, 3), np.int32),
                   translations=np.zeros((0, 3)))
     with pytest.raises(ValueError, match="no symmetry operations and symprec"):
-        _core.compute_reflections(**{**base, **no_ops}, d_min=1.0, symprec=0.0)
+        _core.compute_reflections({**base, **no_ops}, d_min=1.0, symprec=0.0)
     with pytest.raises(TypeError, match="dtype"):
-        _core.compute_reflections(**{**base, "frac": np.zeros((1, 3), np.float32)}, d_min=1.0)
+        _core.compute_reflections({**base, "frac": np.zeros((1, 3), np.float32)}, d_min=1.0)
     with pytest.raises(ValueError, match="C-contiguous"):
-        _core.compute_reflections(**{**base, "frac": np.zeros((3, 2)).T}, d_min=1.0)
+        _core.compute_reflections({**base, "frac": np.zeros((3, 2)).T}, d_min=1.0)
     with pytest.raises(TypeError, match="numpy array"):
-        _core.compute_reflections(**{**base, "frac": [[0.0, 0.0, 0.0]]}, d_min=1.0)
+        _core.compute_reflections({**base, "frac": [[0.0, 0.0, 0.0]]}, d_min=1.0)
     # A non-group set of rotations (a 4-fold without its powers) is refused.
     rot4 = np.array([[[0, -1, 0], [1, 0, 0], [0, 0, 1]], [[1, 0, 0], [0, 1, 0], [0, 0, 1]]], np.int32)
     with pytest.raises(ValueError, match="group"):
-        _core.compute_reflections(**{**base, "op_offsets": np.array([0, 2], np.int64), "rotations": rot4,
-                                     "translations": np.zeros((2, 3))}, d_min=1.0)
+        _core.compute_reflections({**base, "op_offsets": np.array([0, 2], np.int64), "rotations": rot4,
+                                   "translations": np.zeros((2, 3))}, d_min=1.0)
 
 
 # ------------------------------------------------------------------- fuzz
@@ -152,10 +152,27 @@ def core_arguments(draw):
 def test_fuzz_compute_reflections(case):
     args, d_min = case
     try:
-        out = _core.compute_reflections(**args, d_min=d_min, max_box=1e6)
+        out = _core.compute_reflections(args, d_min=d_min, max_box=1e6)
     except (TypeError, ValueError):
         return
     assert out["offsets"][-1] == len(out["d"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(core_arguments())
+def test_fuzz_simulate_patterns(case):
+    """The fused path (structures straight to patterns) validates the same way."""
+    args, d_min = case
+    instrument = dict(wavelengths=np.array([1.54]), line_weights=np.array([1.0]),
+                      grid_two_theta=np.linspace(10, 80, 50), axis=np.linspace(10, 80, 50), U=0.0, V=0.0, W=0.01,
+                      X=0.0, Y=0.0, size_angstrom=0.0, scherrer_k=0.9, microstrain=0.0, zero_shift_deg=0.0,
+                      cos2_2theta_m=1.0, neutron=False, normalization=1, cutoff_rel=1e-3)
+    try:
+        y = _core.simulate_patterns(args, d_min=d_min, neutron=False, max_box=1e6, symprec=1e-3,
+                                    instrument=instrument)
+    except (TypeError, ValueError):
+        return
+    assert y.shape == (len(args["lattice"]), 50)
 
 
 @st.composite
@@ -165,18 +182,26 @@ def render_arguments(draw):
                 grid_two_theta=np.linspace(10, 80, 50), axis=np.linspace(10, 80, 50))
     for name in draw(st.lists(st.sampled_from(sorted(args)), min_size=1, max_size=3, unique=True)):
         args[name] = _arrays(draw, shape_max=60)
-    scalars = {k: draw(st.floats(allow_nan=True, allow_infinity=True, width=32))
-               for k in ("U", "V", "W", "X", "Y", "size_angstrom", "microstrain", "zero_shift_deg")}
-    return args, scalars
+    instrument = {k: draw(st.floats(allow_nan=True, allow_infinity=True, width=32))
+                  for k in ("U", "V", "W", "X", "Y", "size_angstrom", "microstrain", "zero_shift_deg")}
+    instrument.update(scherrer_k=0.9, cos2_2theta_m=1.0, neutron=False, normalization=1, cutoff_rel=1e-3)
+    for name in ("wavelengths", "line_weights", "grid_two_theta", "axis"):
+        instrument[name] = args.pop(name)
+    if draw(st.booleans()):  # a wrong type or a missing entry
+        key = draw(st.sampled_from(sorted(instrument)))
+        if draw(st.booleans()):
+            del instrument[key]
+        else:
+            instrument[key] = "1.0"
+    return args, instrument
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(render_arguments())
 def test_fuzz_render(case):
-    args, scalars = case
+    args, instrument = case
     try:
-        y = _core.render_patterns(**args, **scalars, scherrer_k=0.9, cos2_2theta_m=1.0, neutron=False,
-                                  normalization=1, cutoff_rel=1e-3)
+        y = _core.render_patterns(**args, instrument=instrument)
     except (TypeError, ValueError):
         return
     assert y.dtype == np.float32 and y.ndim == 2

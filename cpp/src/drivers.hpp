@@ -44,6 +44,19 @@ struct ReflectionOptions {
   int threads = 0;               // <= 0: all cores
 };
 
+// Unique reflections of one structure, sorted by decreasing d.
+struct StructureReflections {
+  std::vector<int32_t> hkl;           // (R, 3)
+  std::vector<double> d;              // (R) angstrom
+  std::vector<double> f2;             // (R) Friedel-averaged |F|^2
+  std::vector<int32_t> multiplicity;  // (R)
+};
+
+// Checks a whole batch (offsets, finite values, cells, the hkl-box cap) before any work.
+void validate_structures(const StructureBatch& batch, const ReflectionOptions& opt);
+// The reflections of structure s of an already validated batch.
+StructureReflections structure_reflections(const StructureBatch& batch, int64_t s, const ReflectionOptions& opt);
+
 // Unique reflections of every structure, sorted by decreasing d.
 struct ReflectionTable {
   std::vector<int64_t> offsets;       // (B + 1)
@@ -83,8 +96,14 @@ struct RenderOptions {
   int threads = 0;
 };
 
-void validate_render(const ReflectionView& refl, const RenderOptions& opt);
+void validate_render_options(const RenderOptions& opt);
+void validate_reflections(const ReflectionView& refl);
 void render_patterns(const ReflectionView& refl, const RenderOptions& opt, float* out /* (B, n_points) */);
+
+// Structures straight to patterns: reflections and render of each structure in
+// one task (no intermediate table, one pass over the threads).
+void simulate_patterns(const StructureBatch& batch, const ReflectionOptions& ropt, const RenderOptions& opt,
+                       float* out /* (B, n_points) */);
 
 // Per-reflection Bragg angle (degrees; negative when unreachable), LP factor and
 // intensity M |F|^2 LP at one wavelength.

@@ -76,13 +76,9 @@ std::vector<Rotation> laue_group(const int32_t* rot, int64_t n_ops, int64_t stru
   return group;
 }
 
-struct OneStructure {
-  std::vector<int32_t> hkl;
-  std::vector<double> d, f2;
-  std::vector<int32_t> multiplicity;
-};
+}  // namespace
 
-void validate(const StructureBatch& b, const ReflectionOptions& opt) {
+void validate_structures(const StructureBatch& b, const ReflectionOptions& opt) {
   if (b.n_structures < 0) fail("negative number of structures");
   if (!(opt.d_min > 0.0) || !std::isfinite(opt.d_min)) fail("d_min must be a positive finite number of angstrom, got ", opt.d_min);
   if (!std::isfinite(opt.symprec) || opt.symprec >= 1.0) fail("symprec must be below 1 angstrom, got ", opt.symprec);
@@ -122,6 +118,8 @@ void validate(const StructureBatch& b, const ReflectionOptions& opt) {
            " points; use a larger d_min (smaller 2-theta range or shorter wavelength) or raise max_reflections");
   }
 }
+
+namespace {
 
 // Atoms scatter identically when they share scatterer type, occupancy and B
 // exactly; for symmetry detection, kinds whose occupancy and B agree within
@@ -225,7 +223,9 @@ bool build_phase_tables(const double* frac, int n_atoms, Miller box, PhaseStorag
   return true;
 }
 
-OneStructure structure_reflections(const StructureBatch& b, int64_t s, const ReflectionOptions& opt) {
+}  // namespace
+
+StructureReflections structure_reflections(const StructureBatch& b, int64_t s, const ReflectionOptions& opt) {
   const AtomKinds kinds = atom_kinds(b, s);
   const SpaceGroupOps sg = structure_operations(b, s, opt, kinds);
   const auto& ops = sg.rotations;
@@ -255,7 +255,7 @@ OneStructure structure_reflections(const StructureBatch& b, int64_t s, const Ref
   PhaseStorage tables;
   const bool tabulated = build_phase_tables(frac, n_atoms, box, tables);
 
-  OneStructure out;
+  StructureReflections out;
   // Canonical representatives are the lexicographically largest members of
   // their orbits and -1 is in every Laue group, so only the half-space
   // (h, k, l) > (0, 0, 0) needs visiting.  For each (h, k) the l-range comes
@@ -298,7 +298,7 @@ OneStructure structure_reflections(const StructureBatch& b, int64_t s, const Ref
     return std::lexicographical_compare(out.hkl.begin() + 3 * j, out.hkl.begin() + 3 * j + 3,
                                         out.hkl.begin() + 3 * i, out.hkl.begin() + 3 * i + 3);
   });
-  OneStructure sorted;
+  StructureReflections sorted;
   sorted.hkl.reserve(out.hkl.size());
   for (size_t i : order) {
     sorted.hkl.insert(sorted.hkl.end(), out.hkl.begin() + 3 * i, out.hkl.begin() + 3 * i + 3);
@@ -309,11 +309,9 @@ OneStructure structure_reflections(const StructureBatch& b, int64_t s, const Ref
   return sorted;
 }
 
-}  // namespace
-
 ReflectionTable compute_reflections(const StructureBatch& batch, const ReflectionOptions& opt) {
-  validate(batch, opt);
-  std::vector<OneStructure> per(batch.n_structures);
+  validate_structures(batch, opt);
+  std::vector<StructureReflections> per(batch.n_structures);
   parallel_for(batch.n_structures, opt.threads, [&](int64_t s) { per[s] = structure_reflections(batch, s, opt); });
 
   ReflectionTable t;
@@ -329,7 +327,7 @@ ReflectionTable compute_reflections(const StructureBatch& batch, const Reflectio
     t.d.insert(t.d.end(), p.d.begin(), p.d.end());
     t.f2.insert(t.f2.end(), p.f2.begin(), p.f2.end());
     t.multiplicity.insert(t.multiplicity.end(), p.multiplicity.begin(), p.multiplicity.end());
-    p = OneStructure{};  // release as we go to keep peak memory near one copy
+    p = StructureReflections{};  // release as we go to keep peak memory near one copy
   }
   return t;
 }

@@ -11,7 +11,7 @@
 
 namespace xrdflow {
 
-void validate_render(const ReflectionView& r, const RenderOptions& o) {
+void validate_render_options(const RenderOptions& o) {
   if (o.n_lines < 1) fail("at least one wavelength is needed");
   for (int i = 0; i < o.n_lines; ++i) {
     if (!(o.wavelengths[i] > 0.0) || !std::isfinite(o.wavelengths[i]))
@@ -33,6 +33,9 @@ void validate_render(const ReflectionView& r, const RenderOptions& o) {
   for (double v : vals)
     if (!std::isfinite(v)) fail("profile and instrument parameters must be finite");
   if (!(o.cutoff_rel > 0.0 && o.cutoff_rel < 1.0)) fail("cutoff_rel must be in (0, 1), got ", o.cutoff_rel);
+}
+
+void validate_reflections(const ReflectionView& r) {
   if (r.offsets[0] != 0 || r.offsets[r.n_structures] != r.n_reflections)
     fail("reflection offsets must start at 0 and end at the number of reflections");
   for (int64_t s = 0; s < r.n_structures; ++s)
@@ -91,17 +94,36 @@ void normalize(const RenderOptions& o, double* acc) {
     for (int i = 0; i < o.n_points; ++i) acc[i] /= scale;
 }
 
+// Render structure s of r into one output row (double accumulation, then
+// normalization and conversion to float32).
+void render_structure(const ReflectionView& r, const RenderOptions& o, const Grid& grid, int64_t s, float* row) {
+  std::vector<double> acc(o.n_points, 0.0);
+  render_one(r, o, grid, s, acc.data());
+  normalize(o, acc.data());
+  for (int i = 0; i < o.n_points; ++i) row[i] = static_cast<float>(acc[i]);
+}
+
 }  // namespace
 
 void render_patterns(const ReflectionView& r, const RenderOptions& o, float* out) {
-  validate_render(r, o);
+  validate_reflections(r);
+  validate_render_options(o);
   const Grid grid = make_grid(o);
   parallel_for(r.n_structures, o.threads, [&](int64_t s) {
-    std::vector<double> acc(o.n_points, 0.0);
-    render_one(r, o, grid, s, acc.data());
-    normalize(o, acc.data());
-    float* row = out + s * static_cast<int64_t>(o.n_points);
-    for (int i = 0; i < o.n_points; ++i) row[i] = static_cast<float>(acc[i]);
+    render_structure(r, o, grid, s, out + s * static_cast<int64_t>(o.n_points));
+  });
+}
+
+void simulate_patterns(const StructureBatch& batch, const ReflectionOptions& ropt, const RenderOptions& o,
+                       float* out) {
+  validate_structures(batch, ropt);
+  validate_render_options(o);
+  const Grid grid = make_grid(o);
+  parallel_for(batch.n_structures, o.threads, [&](int64_t s) {
+    const StructureReflections refl = structure_reflections(batch, s, ropt);
+    const int64_t offsets[2] = {0, static_cast<int64_t>(refl.d.size())};
+    const ReflectionView one{1, offsets, offsets[1], refl.d.data(), refl.f2.data(), refl.multiplicity.data()};
+    render_structure(one, o, grid, 0, out + s * static_cast<int64_t>(o.n_points));
   });
 }
 

@@ -384,16 +384,29 @@ class Simulator:
         This is the expensive stage; keep the result to re-render cheaply with
         :meth:`render`.  ``threads=None`` uses every core.
         """
-        if isinstance(structures, Structure):
-            raise TypeError("reflections() takes a list of structures; wrap a single one in a list")
-        structs = [_as_structure(s) for s in structures]
-        flat = self._flatten(structs)
-        lattices = flat["lattice"]
-        out = _core.compute_reflections(**flat, d_min=self.d_min, neutron=self.probe == "neutron",
-                                        max_box=8.0 * self.max_reflections, symprec=self.symprec,
-                                        threads=_threads(threads))
+        flat = self._flatten(self._structures(structures))
+        out = _core.compute_reflections(flat, **self._reflection_options(), threads=_threads(threads))
         return Reflections(offsets=out["offsets"], hkl=out["hkl"], d=out["d"], F2=out["F2"],
-                           multiplicity=out["multiplicity"], lattices=lattices)
+                           multiplicity=out["multiplicity"], lattices=flat["lattice"])
+
+    @staticmethod
+    def _structures(structures) -> list[Structure]:
+        if isinstance(structures, Structure):
+            raise TypeError("this method takes a list of structures; wrap a single one in a list")
+        return [_as_structure(s) for s in structures]
+
+    def _reflection_options(self) -> dict:
+        return dict(d_min=self.d_min, neutron=self.probe == "neutron", max_box=8.0 * self.max_reflections,
+                    symprec=self.symprec)
+
+    def _instrument(self) -> dict:
+        """Everything the renderer needs besides the reflections (see bindings/convert.hpp)."""
+        return dict(wavelengths=np.asarray(self.radiation.wavelengths, dtype=np.float64),
+                    line_weights=np.asarray(self.radiation.weights, dtype=np.float64),
+                    grid_two_theta=self.two_theta_deg, axis=self.axis, zero_shift_deg=self.zero_shift_deg,
+                    cos2_2theta_m=self._cos2_2theta_m, neutron=self.probe == "neutron",
+                    normalization=NORMALIZATIONS[self.normalization], cutoff_rel=self.cutoff_rel,
+                    **self._profile_args())
 
     # ----------------------------------------------------------------- render
     def render(self, reflections: Reflections, threads: int | None = None) -> np.ndarray:
@@ -401,18 +414,19 @@ class Simulator:
         if not isinstance(reflections, Reflections):
             raise TypeError(f"render() takes the Reflections returned by Simulator.reflections(), "
                             f"got {type(reflections).__name__}")
-        return _core.render_patterns(
-            reflections.offsets, reflections.d, reflections.F2, reflections.multiplicity,
-            wavelengths=np.asarray(self.radiation.wavelengths, dtype=np.float64),
-            line_weights=np.asarray(self.radiation.weights, dtype=np.float64),
-            grid_two_theta=self.two_theta_deg, axis=self.axis, zero_shift_deg=self.zero_shift_deg,
-            cos2_2theta_m=self._cos2_2theta_m, neutron=self.probe == "neutron",
-            normalization=NORMALIZATIONS[self.normalization], cutoff_rel=self.cutoff_rel,
-            threads=_threads(threads), **self._profile_args())
+        return _core.render_patterns(reflections.offsets, reflections.d, reflections.F2, reflections.multiplicity,
+                                     self._instrument(), threads=_threads(threads))
 
     def patterns(self, structures: Iterable[Structure], threads: int | None = None) -> np.ndarray:
-        """Patterns of many structures in one call: (B, n_points) float32, all cores by default."""
-        return self.render(self.reflections(structures, threads=threads), threads=threads)
+        """Patterns of many structures in one call: (B, n_points) float32, all cores by default.
+
+        Same result as ``render(reflections(structures))``, but each structure's
+        reflections are rendered by the thread that computed them, with no
+        intermediate table.
+        """
+        flat = self._flatten(self._structures(structures))
+        return _core.simulate_patterns(flat, **self._reflection_options(), instrument=self._instrument(),
+                                       threads=_threads(threads))
 
     def pattern(self, structure: Structure) -> np.ndarray:
         """Pattern of one structure: (n_points,) float32 on :attr:`axis`."""
