@@ -5,7 +5,7 @@ Per-call work (divide the time by it; it is also in each benchmark's extra_info)
 * pymatgen peer: PEER_STRUCTURES patterns per call (pymatgen is slow, so a
   subset with 1 warm-up + 2 rounds); compare per pattern: time / extra_info["patterns"];
 * structure factors: extra_info["reflections"] unique hkl per call.  xrdflow's
-  ``Simulator.reflections`` includes symmetry detection (spglib) and hkl
+  ``Simulator.reflections`` includes symmetry detection (C++ core) and hkl
   enumeration; gemmi evaluates |F|^2 by direct summation on the hkl lists
   xrdflow returned, one Python call per hkl (gemmi has no vectorized
   structure-factor path for a SmallStructure; its FFT path needs a Model).
@@ -49,7 +49,7 @@ def test_pymatgen_peer(benchmark, bench):
 
 @pytest.mark.benchmark(group="structure factors")
 def test_xrdflow_reflections(benchmark, bench):
-    """xrdflow Simulator.reflections, 1 thread, N_STRUCTURES structures (hkl + |F|^2, spglib included)."""
+    """xrdflow Simulator.reflections, 1 thread, N_STRUCTURES structures (hkl + |F|^2, symmetry detection included)."""
     benchmark.extra_info["reflections"] = bench.refl.n_reflections
     refl = benchmark(bench.sim.reflections, bench.structs, threads=1)
     assert refl.n_reflections == bench.refl.n_reflections
