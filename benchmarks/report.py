@@ -117,7 +117,7 @@ def table(r: dict) -> str:
         ("xrdflow sim.reflections, 1 thread", f"{n_refl / r['reflections_s']:,.0f} reflections/s",
          f"{n_refl} unique hkl + \\|F\\|^2, symmetry detection included"),
         ("xrdflow _core.compute_reflections only", f"{n_refl / r['core_reflections_s']:,.0f} reflections/s",
-         "hkl enumeration + \\|F\\|^2, C++"),
+         "symmetry + hkl enumeration + \\|F\\|^2, C++"),
         ("gemmi StructureFactorCalculatorX", f"{n_refl / r['gemmi_sf_s']:,.0f} reflections/s",
          "same hkl lists, one call per hkl"),
         ("time in Simulator._flatten (Python prep)", f"{frac['_flatten']:.0%}", "of the 3 stages, 1 thread"),
