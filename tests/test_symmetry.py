@@ -86,3 +86,22 @@ def test_builtin_and_spglib_modes_give_identical_patterns(mp20_structures):
     c = xf.Simulator(**kw, symmetry="none").patterns(mp20_structures[:50])
     np.testing.assert_allclose(a, b, atol=1e-6)
     np.testing.assert_allclose(a, c, atol=2e-4)  # 'none' keeps the slightly asymmetric input metric
+
+
+def test_large_supercell_matches_unit_cell():
+    """A 5x5x5 NaCl supercell (1,000 atoms, 24,000 operations) gives the unit
+    cell's pattern; the search handles it through pure translations and a
+    spatial index of the sites (it used to be cubic in the atom count)."""
+    fcc = np.array([[0, 0, 0], [0, .5, .5], [.5, 0, .5], [.5, .5, 0]])
+    base = np.vstack([fcc, fcc + .5]) % 1
+    shifts = np.array([[i, j, k] for i in range(5) for j in range(5) for k in range(5)])
+    frac = ((base[None] + shifts[:, None]) / 5).reshape(-1, 3)
+    species = ["Na"] * 4 + ["Cl"] * 4
+    big = xf.Structure.from_arrays(np.eye(3) * 5.64 * 5, frac, species * 125)
+    small = xf.Structure.from_arrays(np.eye(3) * 5.64, base, species)
+    rot, _ = core_ops(big)
+    assert len(rot) == 48 * 500
+    sim = xf.Simulator("CuKa", normalization="none", max_reflections=5_000_000)
+    np.testing.assert_allclose(sim.pattern(big), 125 ** 2 * sim.pattern(small), rtol=2e-5,
+                               atol=1e-6 * 125 ** 2 * sim.pattern(small).max())
+    assert [tuple(h) for h in sim.peaks(big).hkl] == [tuple(5 * h) for h in sim.peaks(small).hkl]

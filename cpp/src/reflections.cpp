@@ -228,13 +228,29 @@ bool build_phase_tables(const double* frac, int n_atoms, Miller box, PhaseStorag
 StructureReflections structure_reflections(const StructureBatch& b, int64_t s, const ReflectionOptions& opt) {
   const AtomKinds kinds = atom_kinds(b, s);
   const SpaceGroupOps sg = structure_operations(b, s, opt, kinds);
-  const auto& ops = sg.rotations;
-  const double* trans = sg.translations.data();
-  const int64_t n_ops = static_cast<int64_t>(ops.size());
-  std::vector<int32_t> flat_rot(9 * n_ops);
-  for (int64_t i = 0; i < n_ops; ++i) std::copy(ops[i].m, ops[i].m + 9, flat_rot.begin() + 9 * i);
+  const int64_t n_all = static_cast<int64_t>(sg.rotations.size());
+  std::vector<int32_t> flat_rot(9 * n_all);
+  for (int64_t i = 0; i < n_all; ++i) std::copy(sg.rotations[i].m, sg.rotations[i].m + 9, flat_rot.begin() + 9 * i);
   const bool detected = b.op_offsets[s + 1] == b.op_offsets[s];
-  const std::vector<Rotation> laue = laue_group(flat_rot.data(), n_ops, s, !detected);
+  const std::vector<Rotation> laue = laue_group(flat_rot.data(), n_all, s, !detected);
+  // For absences it suffices to keep every pure translation (identity
+  // rotation) and one translation per other rotation: the translations of a
+  // rotation differ by pure translations, which h must already be integral on.
+  std::vector<Rotation> ops;
+  std::vector<double> absence_trans;
+  {
+    std::vector<unsigned long long> seen;
+    const unsigned long long identity = rotation_key(Rotation{{1, 0, 0, 0, 1, 0, 0, 0, 1}});
+    for (int64_t i = 0; i < n_all; ++i) {
+      const unsigned long long key = rotation_key(sg.rotations[i]);
+      if (key != identity && std::find(seen.begin(), seen.end(), key) != seen.end()) continue;
+      seen.push_back(key);
+      ops.push_back(sg.rotations[i]);
+      absence_trans.insert(absence_trans.end(), sg.translations.begin() + 3 * i, sg.translations.begin() + 3 * i + 3);
+    }
+  }
+  const double* trans = absence_trans.data();
+  const int64_t n_ops = static_cast<int64_t>(ops.size());
 
   const Metric g = direct_metric(b.lattice + 9 * s);
   const Metric gs = symmetrized_metric(reciprocal_metric(g), laue.data(), static_cast<int>(laue.size()));

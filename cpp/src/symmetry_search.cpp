@@ -67,6 +67,75 @@ std::vector<Site> make_sites(const Metric& g, const double* frac, const int* kin
   return sites;
 }
 
+// Sites bucketed by a coarse voxel of their fractional coordinates, so the
+// sites within `reach` angstrom of a point are found among its 27 neighbour
+// voxels instead of by scanning every site (large cells and supercells).
+class SiteIndex {
+ public:
+  SiteIndex(const Metric& g, const std::vector<Site>& sites, double reach) : sites_(sites) {
+    const Metric gs = reciprocal_metric(g);
+    const double rl[3] = {std::sqrt(gs.g11), std::sqrt(gs.g22), std::sqrt(gs.g33)};
+    // A displacement of `reach` changes fractional coordinate i by at most
+    // reach |a*_i|; voxels at least that wide make 27 neighbours enough.
+    for (int i = 0; i < 3; ++i) m_[i] = std::max(1, std::min(64, static_cast<int>(1.0 / (reach * rl[i]))));
+    // No more voxels than ~4 per site.
+    while (static_cast<size_t>(m_[0]) * m_[1] * m_[2] > 4 * sites.size() + 8) {
+      int* largest = std::max_element(m_, m_ + 3);
+      *largest = std::max(1, *largest / 2);
+    }
+    const size_t n_vox = static_cast<size_t>(m_[0]) * m_[1] * m_[2];
+    start_.assign(n_vox + 1, 0);
+    std::vector<size_t> vox(sites.size());
+    for (size_t i = 0; i < sites.size(); ++i) {
+      int c[3];
+      cell_of(sites[i].x, c);
+      vox[i] = index(c[0], c[1], c[2]);
+      ++start_[vox[i] + 1];
+    }
+    for (size_t v = 0; v < n_vox; ++v) start_[v + 1] += start_[v];
+    members_.resize(sites.size());
+    std::vector<size_t> fill(start_.begin(), start_.end() - 1);
+    for (size_t i = 0; i < sites.size(); ++i) members_[fill[vox[i]]++] = static_cast<int>(i);
+  }
+
+  // Calls accept(j) for sites j of `kind` in the voxels around y until it returns true.
+  template <typename Accept>
+  bool find(const double* y, int kind, Accept&& accept) const {
+    int c[3];
+    cell_of(y, c);
+    int lists[3][3], count[3];
+    for (int a = 0; a < 3; ++a) {
+      count[a] = std::min(3, m_[a]);
+      for (int k = 0; k < count[a]; ++k)
+        lists[a][k] = m_[a] <= 3 ? k : ((c[a] + k - 1) % m_[a] + m_[a]) % m_[a];
+    }
+    for (int i = 0; i < count[0]; ++i)
+      for (int j = 0; j < count[1]; ++j)
+        for (int k = 0; k < count[2]; ++k) {
+          const size_t v = index(lists[0][i], lists[1][j], lists[2][k]);
+          for (size_t p = start_[v]; p < start_[v + 1]; ++p) {
+            const int site = members_[p];
+            if (sites_[site].kind == kind && accept(site)) return true;
+          }
+        }
+    return false;
+  }
+
+ private:
+  void cell_of(const double* x, int* c) const {
+    for (int a = 0; a < 3; ++a) {
+      const double f = x[a] - std::floor(x[a]);
+      c[a] = std::min(m_[a] - 1, static_cast<int>(f * m_[a]));
+    }
+  }
+  size_t index(int i, int j, int k) const { return (static_cast<size_t>(i) * m_[1] + j) * m_[2] + k; }
+
+  const std::vector<Site>& sites_;
+  int m_[3];
+  std::vector<size_t> start_;
+  std::vector<int> members_;
+};
+
 // Integer matrices W (columns = images of a, b, c) with W^T G W = G within tolerance.
 std::vector<Rotation> lattice_point_group(const Metric& g, double symprec) {
   const double len[3] = {std::sqrt(g.g11), std::sqrt(g.g22), std::sqrt(g.g33)};
@@ -107,25 +176,23 @@ void apply(const Rotation& r, const double* x, double* y) {
 // Does x -> image(x) + t send every site onto a site of its own kind within
 // tol?  On success `refined` is t corrected by the mean residual and
 // *max_dist2 the largest squared distance seen (if given).
-bool maps_all_sites(const Metric& g, const std::vector<Site>& sites, const std::vector<double>& image,
-                    const double* t, double tol, double* refined, double* max_dist2 = nullptr) {
+bool maps_all_sites(const Metric& g, const std::vector<Site>& sites, const SiteIndex& index,
+                    const std::vector<double>& image, const double* t, double tol, double* refined,
+                    double* max_dist2 = nullptr) {
   double shift[3] = {0.0, 0.0, 0.0};
   double worst = 0.0;
   for (size_t i = 0; i < sites.size(); ++i) {
     const double y[3] = {image[3 * i] + t[0], image[3 * i + 1] + t[1], image[3 * i + 2] + t[2]};
-    bool found = false;
-    for (const auto& s : sites) {
-      if (s.kind != sites[i].kind) continue;
-      const double d2 = dist2_min_image(g, y, s.x);
-      if (d2 > tol * tol) continue;
+    const bool found = index.find(y, sites[i].kind, [&](int j) {
+      const double d2 = dist2_min_image(g, y, sites[j].x);
+      if (d2 > tol * tol) return false;
       worst = std::max(worst, d2);
       for (int k = 0; k < 3; ++k) {
-        const double d = s.x[k] - y[k];
+        const double d = sites[j].x[k] - y[k];
         shift[k] += d - round_small(d);
       }
-      found = true;
-      break;
-    }
+      return true;
+    });
     if (!found) return false;
   }
   for (int k = 0; k < 3; ++k) refined[k] = t[k] + shift[k] / static_cast<double>(sites.size());
@@ -136,17 +203,17 @@ bool maps_all_sites(const Metric& g, const std::vector<Site>& sites, const std::
 // An operation is accepted when every site lies within symprec of its image,
 // either under the trial translation or under the mean-residual one (the
 // trial inherits the reference site's own deviation).
-bool accept_translation(const Metric& g, const std::vector<Site>& sites, const std::vector<double>& image,
-                        const double* trial, double symprec, double* refined) {
+bool accept_translation(const Metric& g, const std::vector<Site>& sites, const SiteIndex& index,
+                        const std::vector<double>& image, const double* trial, double symprec, double* refined) {
   double worst2 = 0.0, unused[3];
-  if (!maps_all_sites(g, sites, image, trial, 2.0 * symprec, refined, &worst2)) return false;
-  return worst2 <= symprec * symprec || maps_all_sites(g, sites, image, refined, symprec, unused);
+  if (!maps_all_sites(g, sites, index, image, trial, 2.0 * symprec, refined, &worst2)) return false;
+  return worst2 <= symprec * symprec || maps_all_sites(g, sites, index, image, refined, symprec, unused);
 }
 
 // Translations t (fractional, in [0,1)) such that x -> x + t maps the crystal
 // onto itself: the lattice points of the primitive cell inside this cell.
-std::vector<std::array<double, 3>> pure_translations(const Metric& g, const std::vector<Site>& sites, int ref,
-                                                     double symprec) {
+std::vector<std::array<double, 3>> pure_translations(const Metric& g, const std::vector<Site>& sites,
+                                                     const SiteIndex& index, int ref, double symprec) {
   std::vector<double> image(3 * sites.size());
   for (size_t i = 0; i < sites.size(); ++i) std::copy(sites[i].x, sites[i].x + 3, &image[3 * i]);
   std::vector<std::array<double, 3>> out;
@@ -154,7 +221,7 @@ std::vector<std::array<double, 3>> pure_translations(const Metric& g, const std:
     if (target.kind != sites[ref].kind) continue;
     const double t[3] = {target.x[0] - sites[ref].x[0], target.x[1] - sites[ref].x[1], target.x[2] - sites[ref].x[2]};
     double refined[3];
-    if (!accept_translation(g, sites, image, t, symprec, refined)) continue;
+    if (!accept_translation(g, sites, index, image, t, symprec, refined)) continue;
     out.push_back({refined[0] - std::floor(refined[0]), refined[1] - std::floor(refined[1]),
                    refined[2] - std::floor(refined[2])});
   }
@@ -248,7 +315,8 @@ SpaceGroupOps search(const Metric& g, const std::vector<Site>& sites, double sym
   for (size_t i = 0; i < sites.size(); ++i)
     if (count[sites[i].kind] < count[sites[ref].kind]) ref = static_cast<int>(i);
 
-  const auto pure = pure_translations(g, sites, ref, symprec);
+  const SiteIndex index(g, sites, 2.0 * symprec);
+  const auto pure = pure_translations(g, sites, index, ref, symprec);
   const std::vector<Rotation> point_group =
       pure.size() > 1 ? point_group_via_primitive(g, pure, symprec) : lattice_point_group(g, symprec);
   std::vector<double> image(3 * sites.size());
@@ -259,9 +327,17 @@ SpaceGroupOps search(const Metric& g, const std::vector<Site>& sites, double sym
       double t[3];
       for (int k = 0; k < 3; ++k) t[k] = target.x[k] - image[3 * ref + k];
       double refined[3];
-      if (!accept_translation(g, sites, image, t, symprec, refined)) continue;
-      for (int k = 0; k < 3; ++k) ops.translations.push_back(refined[k] - std::floor(refined[k]));
-      ops.rotations.push_back(r);
+      if (!accept_translation(g, sites, index, image, t, symprec, refined)) continue;
+      // Two translations of one rotation differ by a pure translation, so the
+      // whole coset is t + T: no need to try the remaining targets.
+      for (const auto& tau : pure) {
+        for (int k = 0; k < 3; ++k) {
+          const double tk = refined[k] + tau[k];
+          ops.translations.push_back(tk - std::floor(tk));
+        }
+        ops.rotations.push_back(r);
+      }
+      break;
     }
   }
   return ops;
