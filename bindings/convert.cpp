@@ -48,6 +48,16 @@ xrdflow::StructureBatch structure_batch(const py::dict& s) {
   return b;
 }
 
+xrdflow::ReflectionOptions reflection_options(double d_min, bool neutron, double max_box, double symprec, int threads) {
+  xrdflow::ReflectionOptions opt;
+  opt.d_min = d_min;
+  opt.neutron = neutron;
+  opt.max_box = max_box;
+  opt.symprec = symprec;
+  opt.threads = threads;
+  return opt;
+}
+
 xrdflow::RenderOptions render_options(const py::dict& d, int threads) {
   auto get = [&](const char* key) { return item(d, "instrument", key); };
   xrdflow::RenderOptions o;

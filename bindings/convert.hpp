@@ -13,6 +13,8 @@ namespace xrdflow_bind {
 // it92, fp, fpp, neutron_b, op_offsets, rotations, translations.
 xrdflow::StructureBatch structure_batch(const pybind11::dict& structures);
 
+xrdflow::ReflectionOptions reflection_options(double d_min, bool neutron, double max_box, double symprec, int threads);
+
 // Keys: wavelengths, line_weights, grid_two_theta, axis, U, V, W, X, Y,
 // size_angstrom, scherrer_k, microstrain, zero_shift_deg, cos2_2theta_m,
 // neutron, normalization (0 none, 1 max, 2 area), cutoff_rel.

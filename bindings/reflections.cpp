@@ -21,12 +21,7 @@ namespace {
 py::dict compute_reflections(const py::dict& structures, double d_min, bool neutron, double max_box, double symprec,
                              int threads) {
   const xrdflow::StructureBatch b = xrdflow_bind::structure_batch(structures);
-  xrdflow::ReflectionOptions opt;
-  opt.d_min = d_min;
-  opt.neutron = neutron;
-  opt.max_box = max_box;
-  opt.symprec = symprec;
-  opt.threads = threads;
+  const xrdflow::ReflectionOptions opt = xrdflow_bind::reflection_options(d_min, neutron, max_box, symprec, threads);
   xrdflow::ReflectionTable t;
   {
     py::gil_scoped_release release;

@@ -45,11 +45,7 @@ py::array_t<float> render_patterns(py::object offsets, py::object d, py::object 
 py::array_t<float> simulate_patterns(const py::dict& structures, double d_min, bool neutron, double max_box,
                                      double symprec, const py::dict& instrument, int threads) {
   const xrdflow::StructureBatch b = xrdflow_bind::structure_batch(structures);
-  xrdflow::ReflectionOptions ropt;
-  ropt.d_min = d_min;
-  ropt.neutron = neutron;
-  ropt.max_box = max_box;
-  ropt.symprec = symprec;
+  const xrdflow::ReflectionOptions ropt = xrdflow_bind::reflection_options(d_min, neutron, max_box, symprec, threads);
   const xrdflow::RenderOptions o = xrdflow_bind::render_options(instrument, threads);
   xrdflow::validate_structures(b, ropt);
   xrdflow::validate_render_options(o);
