@@ -35,6 +35,9 @@ py::dict compute_reflections(const py::dict& structures, double d_min, bool neut
   out["d"] = to_numpy(std::move(t.d), {n});
   out["F2"] = to_numpy(std::move(t.f2), {n});
   out["multiplicity"] = to_numpy(std::move(t.multiplicity), {n});
+  const auto n_laue = static_cast<py::ssize_t>(t.laue.size() / 9);
+  out["laue_offsets"] = to_numpy(std::move(t.laue_offsets), {n1});
+  out["laue_rotations"] = to_numpy(std::move(t.laue), {n_laue, 3, 3});
   return out;
 }
 
@@ -69,7 +72,7 @@ void add_reflections(py::module_& m) {
         py::arg("neutron") = false, py::arg("max_box") = 5e7, py::arg("symprec") = 1e-3, py::arg("threads") = 0,
         "Symmetry-unique reflections of a CSR batch of structures (a dict of flat arrays, see convert.hpp): dict "
         "of offsets (B+1), hkl (R,3) int32, d (R) angstrom, F2 (R) Friedel-averaged |F|^2, multiplicity (R) "
-        "int32. Structures given with no operations get them detected in C++ with tolerance symprec "
+        "int32, laue_offsets (B+1) and laue_rotations (L,3,3) int32 (each structure's Laue group). Structures given with no operations get them detected in C++ with tolerance symprec "
         "(angstrom). Runs without the GIL.");
   m.def("find_symmetry", &find_symmetry, py::arg("lattice"), py::arg("frac"), py::arg("kind"), py::arg("symprec"),
         "Space-group operations (rotations (n,3,3) int32, translations (n,3)) of one structure, in the basis of "

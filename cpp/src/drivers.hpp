@@ -50,6 +50,7 @@ struct StructureReflections {
   std::vector<double> d;              // (R) angstrom
   std::vector<double> f2;             // (R) Friedel-averaged |F|^2
   std::vector<int32_t> multiplicity;  // (R)
+  std::vector<int32_t> laue;          // (L, 3, 3) the Laue group used (rotations on fractional coordinates)
 };
 
 // Checks a whole batch (offsets, finite values, cells, the hkl-box cap) before any work.
@@ -64,6 +65,8 @@ struct ReflectionTable {
   std::vector<double> d;              // (R) angstrom
   std::vector<double> f2;             // (R) Friedel-averaged |F|^2
   std::vector<int32_t> multiplicity;  // (R)
+  std::vector<int64_t> laue_offsets;  // (B + 1)
+  std::vector<int32_t> laue;          // (L, 3, 3)
 };
 
 ReflectionTable compute_reflections(const StructureBatch& batch, const ReflectionOptions& opt);

@@ -315,6 +315,7 @@ StructureReflections structure_reflections(const StructureBatch& b, int64_t s, c
                                         out.hkl.begin() + 3 * i, out.hkl.begin() + 3 * i + 3);
   });
   StructureReflections sorted;
+  for (const Rotation& r : laue) sorted.laue.insert(sorted.laue.end(), r.m, r.m + 9);
   sorted.hkl.reserve(out.hkl.size());
   for (size_t i : order) {
     sorted.hkl.insert(sorted.hkl.end(), out.hkl.begin() + 3 * i, out.hkl.begin() + 3 * i + 3);
@@ -332,7 +333,11 @@ ReflectionTable compute_reflections(const StructureBatch& batch, const Reflectio
 
   ReflectionTable t;
   t.offsets.assign(batch.n_structures + 1, 0);
-  for (int64_t s = 0; s < batch.n_structures; ++s) t.offsets[s + 1] = t.offsets[s] + per[s].d.size();
+  t.laue_offsets.assign(batch.n_structures + 1, 0);
+  for (int64_t s = 0; s < batch.n_structures; ++s) {
+    t.offsets[s + 1] = t.offsets[s] + per[s].d.size();
+    t.laue_offsets[s + 1] = t.laue_offsets[s] + per[s].laue.size() / 9;
+  }
   const size_t n = t.offsets.back();
   t.hkl.reserve(3 * n);
   t.d.reserve(n);
@@ -343,6 +348,7 @@ ReflectionTable compute_reflections(const StructureBatch& batch, const Reflectio
     t.d.insert(t.d.end(), p.d.begin(), p.d.end());
     t.f2.insert(t.f2.end(), p.f2.begin(), p.f2.end());
     t.multiplicity.insert(t.multiplicity.end(), p.multiplicity.begin(), p.multiplicity.end());
+    t.laue.insert(t.laue.end(), p.laue.begin(), p.laue.end());
     p = StructureReflections{};  // release as we go to keep peak memory near one copy
   }
   return t;

@@ -7,7 +7,8 @@
 """
 from ._core import CoreError, has_cuda
 from .radiation import Radiation, parse_radiation
-from .simulate import PeakTable, Reflections, Simulator
+from .reflections import Reflections
+from .simulate import PeakTable, Simulator
 from .structure import Structure, StructureError
 from .symmetry import space_group, symmetry_operations
 

@@ -62,6 +62,16 @@ def neutron_scattering_length(atomic_number: int) -> float:
     return float(coefs[0])
 
 
+@functools.lru_cache(maxsize=None)
+def atomic_weights() -> np.ndarray:
+    """Standard atomic weights (daltons) indexed by Z (index 0 unused), from gemmi."""
+    weights = np.zeros(119)
+    for z in range(1, 119):
+        weights[z] = gemmi.Element(z).weight
+    weights.flags.writeable = False
+    return weights
+
+
 def f0(atomic_number: int, charge: int, stol: np.ndarray) -> np.ndarray:
     """Evaluate the IT92 form factor at s = sin(theta)/lambda (1/angstrom); for tests and plots."""
     c = np.asarray(it92_coefficients(atomic_number, charge))

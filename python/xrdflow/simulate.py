@@ -23,7 +23,8 @@ import numpy as np
 
 from . import _core
 from .radiation import Radiation, parse_radiation
-from .scattering import anomalous_dispersion, it92_coefficients, neutron_scattering_length
+from .reflections import Reflections
+from .scattering import anomalous_dispersion, atomic_weights, it92_coefficients, neutron_scattering_length
 from .structure import Structure
 from .symmetry import SymmetryOperations, symmetry_operations
 
@@ -75,43 +76,19 @@ class PeakTable:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class Reflections:
-    """Symmetry-unique reflections of many structures, as flat CSR arrays.
-
-    The rows of structure ``i`` are ``offsets[i]:offsets[i+1]``, sorted by
-    decreasing d.  ``F2`` is the Friedel-averaged |F|^2 (no LP, no
-    multiplicity); ``lattices`` (B, 3, 3) angstrom are kept so that later
-    stages can recompute d from hkl under a strained metric.
-    """
-
-    offsets: np.ndarray       # (B + 1,) int64
-    hkl: np.ndarray           # (R, 3) int32
-    d: np.ndarray             # (R,) float64, angstrom
-    F2: np.ndarray            # (R,) float64
-    multiplicity: np.ndarray  # (R,) int32
-    lattices: np.ndarray      # (B, 3, 3) float64, angstrom
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
-    def n_reflections(self) -> int:
-        return len(self.d)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.offsets, self.hkl, self.d, self.F2, self.multiplicity, self.lattices))
-
-    def rows(self, i: int) -> slice:
-        """Slice of the flat arrays that belongs to structure ``i``."""
-        if not 0 <= i < len(self):
-            raise IndexError(f"structure index {i} out of range for {len(self)} structures")
-        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
-
-
 # Identity alone: Laue group -1, every hkl enumerated (symmetry="none").
 _IDENTITY = SymmetryOperations(np.eye(3, dtype=np.int32)[None].copy(), np.zeros((1, 3)))
+
+
+def _cell_masses(structures: Sequence[Structure]) -> np.ndarray:
+    """Occupancy-weighted mass of each unit cell in daltons (atomic weights from gemmi)."""
+    if not structures:
+        return np.zeros(0)
+    counts = np.fromiter((len(s) for s in structures), np.int64, len(structures))
+    numbers = np.concatenate([s.numbers for s in structures])
+    occupancy = np.concatenate([s.occupancy for s in structures])
+    owner = np.repeat(np.arange(len(structures)), counts)
+    return np.bincount(owner, weights=atomic_weights()[numbers] * occupancy, minlength=len(structures))
 
 
 def _as_structure(obj) -> Structure:
@@ -384,10 +361,13 @@ class Simulator:
         This is the expensive stage; keep the result to re-render cheaply with
         :meth:`render`.  ``threads=None`` uses every core.
         """
-        flat = self._flatten(self._structures(structures))
+        structs = self._structures(structures)
+        flat = self._flatten(structs)
         out = _core.compute_reflections(flat, **self._reflection_options(), threads=_threads(threads))
         return Reflections(offsets=out["offsets"], hkl=out["hkl"], d=out["d"], F2=out["F2"],
-                           multiplicity=out["multiplicity"], lattices=flat["lattice"])
+                           multiplicity=out["multiplicity"], lattices=flat["lattice"],
+                           laue_offsets=out["laue_offsets"], laue_rotations=out["laue_rotations"],
+                           cell_mass=_cell_masses(structs), d_min=np.array(self.d_min))
 
     @staticmethod
     def _structures(structures) -> list[Structure]:
