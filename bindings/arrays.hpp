@@ -18,7 +18,9 @@ const T* checked_array(const py::object& obj, const char* name, std::vector<py::
     throw py::type_error(std::string(name) + " must be a numpy array, got " +
                          std::string(py::str(py::type::of(obj).attr("__name__"))));
   const auto a = py::reinterpret_borrow<py::array>(obj);
-  if (!a.dtype().is(py::dtype::of<T>()))
+  // Compare dtypes by value (byte order included), not identity: h5py and
+  // other readers hand out equal dtypes that are different objects.
+  if (!a.dtype().attr("__eq__")(py::dtype::of<T>()).template cast<bool>())
     throw py::type_error(std::string(name) + " must have dtype " + std::string(py::str(py::dtype::of<T>())) +
                          ", got " + std::string(py::str(a.dtype())));
   if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");

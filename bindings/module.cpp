@@ -7,6 +7,7 @@ namespace py = pybind11;
 
 void add_reflections(py::module_& m);
 void add_render(py::module_& m);
+void add_augment(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "xrdflow C++ core: reflections, structure factors and pattern rendering (use the xrdflow package API)";
@@ -15,6 +16,7 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception<xrdflow::Error>(m, "CoreError", PyExc_ValueError);
   add_reflections(m);
   add_render(m);
+  add_augment(m);
 #ifdef XRDFLOW_WITH_CUDA
   m.attr("has_cuda") = true;
 #else

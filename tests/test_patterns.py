@@ -152,7 +152,7 @@ def test_reflections_cache_rerenders(mp20_structures):
     refl = sim.reflections(mp20_structures[:10])
     assert len(refl) == 10 and refl.offsets[-1] == refl.n_reflections
     assert refl.nbytes > 0 and refl.lattices.shape == (10, 3, 3)
-    np.testing.assert_array_equal(sim.render(refl), sim.patterns(mp20_structures[:10]))
+    np.testing.assert_array_equal(sim.render(refl)[0], sim.patterns(mp20_structures[:10]))
     rows = refl.rows(3)
     assert np.all(np.diff(refl.d[rows]) <= 0)  # sorted by decreasing d
 

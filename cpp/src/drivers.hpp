@@ -3,9 +3,11 @@
 // per-structure pieces of a flat array are [offsets[i], offsets[i+1]).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "xrdflow/profile.hpp"
+#include "xrdflow/render.hpp"
 
 namespace xrdflow {
 
@@ -99,6 +101,28 @@ struct RenderOptions {
   int threads = 0;
 };
 
+// Emission lines and where peaks land: the pieces shared by plain and augmented rendering.
+struct Lines {
+  const double* wavelengths;  // angstrom
+  const double* weights;      // relative intensity of each line
+  int n;
+};
+
+struct Placement {
+  double zero_shift_deg;
+  double displacement_mm;  // sample displacement (0: none)
+  double radius_mm;        // goniometer radius
+};
+
+Grid make_grid(const RenderOptions& opt);
+// Normalize one accumulated pattern as opt.normalization says.
+void normalize(const RenderOptions& opt, double* acc);
+// Add the peaks of n reflections (d in angstrom, weight = M |F|^2 times any
+// per-reflection factor) for every line onto acc.
+void accumulate_lines(const Grid& grid, const double* d, const double* weight, int64_t n, const Lines& lines,
+                      const ProfileParams& profile, const Placement& place, double cos2_2theta_m, bool neutron,
+                      double cutoff_rel, double* acc);
+
 void validate_render_options(const RenderOptions& opt);
 void validate_reflections(const ReflectionView& refl);
 void render_patterns(const ReflectionView& refl, const RenderOptions& opt, float* out /* (B, n_points) */);
@@ -112,5 +136,54 @@ void simulate_patterns(const StructureBatch& batch, const ReflectionOptions& rop
 // intensity M |F|^2 LP at one wavelength.
 void peak_intensities(const ReflectionView& refl, double wavelength, double cos2_2theta_m, bool neutron,
                       double* two_theta_deg, double* lp, double* intensity);
+
+// ------------------------------------------------------------ augmentation
+
+// A reflection cache with everything augmentation needs.
+struct CacheView {
+  ReflectionView refl;
+  const int32_t* hkl = nullptr;             // (R, 3)
+  const double* lattices = nullptr;         // (B, 3, 3)
+  const int64_t* laue_offsets = nullptr;    // (B + 1)
+  int64_t n_laue = 0;
+  const int32_t* laue_rotations = nullptr;  // (L, 3, 3)
+  const double* cell_mass = nullptr;        // (B) daltons
+};
+
+// Distributions of the augmentation (see python/xrdflow/augment.py for the
+// meaning and defaults of each).  lo == hi means a fixed value.
+struct AugmentConfig {
+  int n_tubes = 0;                  // > 0: each sample picks one of these tubes
+  const double* tubes = nullptr;    // (n_tubes, 2): K-alpha1, K-alpha2 wavelengths (0: single line)
+  double kalpha2_probability = 1.0, kalpha2_ratio_lo = 0.5, kalpha2_ratio_hi = 0.5;
+  double width_scale_lo = 1.0, width_scale_hi = 1.0;
+  double size_nm_lo = 0.0, size_nm_hi = 0.0;  // <= 0: the simulator's own size broadening
+  double microstrain_lo = -1.0, microstrain_hi = -1.0;  // < 0: the simulator's own microstrain
+  double zero_shift_lo = 0.0, zero_shift_hi = 0.0;
+  double displacement_lo = 0.0, displacement_hi = 0.0, radius_mm = 240.0;
+  double strain = 0.0;              // max |e_ij| of the random strain tensor
+  double po_probability = 0.0, po_r_lo = 1.0, po_r_hi = 1.0;
+  int po_direction[3] = {0, 0, 1};
+  bool po_random_direction = true;
+  double b_extra_lo = 0.0, b_extra_hi = 0.0;
+  double mixture_probability = 0.0;
+  int max_phases = 1;
+  double background_probability = 0.0, background_lo = 0.0, background_hi = 0.0;
+  int chebyshev_order = 4;
+  double hump_probability = 0.0, hump_center_lo = 20.0, hump_center_hi = 30.0;
+  double hump_fwhm_lo = 8.0, hump_fwhm_hi = 12.0, hump_lo = 0.0, hump_hi = 0.0;
+  double noise_probability = 0.0, counts_lo = 1e4, counts_hi = 1e4, read_noise_lo = 0.0, read_noise_hi = 0.0;
+  double scale_lo = 1.0, scale_hi = 1.0;
+};
+
+// Names of the per-sample parameters written by render_augmented, in order.
+const std::vector<std::string>& augment_parameter_names();
+
+void validate_augment(const CacheView& cache, const AugmentConfig& cfg);
+
+// Patterns of the cached structures `indices` (n of them), each with its own
+// draws keyed by (seed, epoch, indices[i]); params is (n, names().size()).
+void render_augmented(const CacheView& cache, const int64_t* indices, int64_t n, const AugmentConfig& cfg,
+                      const RenderOptions& base, uint64_t seed, uint64_t epoch, float* out, double* params);
 
 }  // namespace xrdflow

@@ -7,6 +7,7 @@
 #include "parallel.hpp"
 #include "xrdflow/lattice.hpp"
 #include "xrdflow/profile.hpp"
+#include "xrdflow/augment.hpp"
 #include "xrdflow/render.hpp"
 
 namespace xrdflow {
@@ -45,8 +46,6 @@ void validate_reflections(const ReflectionView& r) {
       fail("reflection ", i, " is invalid (needs d > 0, finite |F|^2, multiplicity >= 1)");
 }
 
-namespace {
-
 Grid make_grid(const RenderOptions& o) {
   Grid g{o.grid_two_theta, o.n_points, true, o.grid_two_theta[0], 0.0};
   const double step = (o.grid_two_theta[o.n_points - 1] - o.grid_two_theta[0]) / (o.n_points - 1);
@@ -56,30 +55,45 @@ Grid make_grid(const RenderOptions& o) {
   return g;
 }
 
-// Render one structure into `acc` (double accumulation, n_points).
-void render_one(const ReflectionView& r, const RenderOptions& o, const Grid& grid, int64_t s, double* acc) {
-  const double lo = o.grid_two_theta[0], hi = o.grid_two_theta[o.n_points - 1];
-  for (int line = 0; line < o.n_lines; ++line) {
-    const double lambda = o.wavelengths[line], weight = o.line_weights[line];
-    if (weight == 0.0) continue;
-    for (int64_t i = r.offsets[s]; i < r.offsets[s + 1]; ++i) {
+void accumulate_lines(const Grid& grid, const double* d, const double* weight, int64_t n, const Lines& lines,
+                      const ProfileParams& profile, const Placement& place, double cos2_2theta_m, bool neutron,
+                      double cutoff_rel, double* acc) {
+  const double lo = grid.x[0], hi = grid.x[grid.n - 1];
+  for (int line = 0; line < lines.n; ++line) {
+    const double lambda = lines.wavelengths[line], line_weight = lines.weights[line];
+    if (line_weight == 0.0) continue;
+    for (int64_t i = 0; i < n; ++i) {
       // Bragg: sin(theta) = lambda / 2d; every other trig value follows from it.
-      const double sin_t = lambda / (2.0 * r.d[i]);
-      if (!(sin_t < 1.0)) continue;
+      const double sin_t = lambda / (2.0 * d[i]);
+      if (!(sin_t < 1.0) || weight[i] == 0.0) continue;
       const double cos_t = std::sqrt(1.0 - sin_t * sin_t);
       const double tt = 2.0 * std::asin(sin_t) * kDegPerRad;
-      const PeakShape shape = tch_shape_tc(sin_t / cos_t, cos_t, lambda, o.profile);
+      const PeakShape shape = tch_shape_tc(sin_t / cos_t, cos_t, lambda, profile);
       if (!(shape.fwhm_deg > 0.0)) continue;
-      const double centre = tt + o.zero_shift_deg;
-      const Cutoffs cut = profile_cutoffs(shape.fwhm_deg, shape.eta, o.cutoff_rel);
+      double centre = tt + place.zero_shift_deg;
+      if (place.displacement_mm != 0.0)
+        centre += displacement_shift_deg(place.displacement_mm, place.radius_mm, cos_t);
+      const Cutoffs cut = profile_cutoffs(shape.fwhm_deg, shape.eta, cutoff_rel);
       const double reach = cut.gauss > cut.lorentz ? cut.gauss : cut.lorentz;
       if (centre + reach < lo || centre - reach > hi) continue;
-      const double area =
-          weight * r.multiplicity[i] * r.f2[i] * lorentz_polarization_sc(sin_t, cos_t, o.cos2_2theta_m, o.neutron);
+      const double area = line_weight * weight[i] * lorentz_polarization_sc(sin_t, cos_t, cos2_2theta_m, neutron);
       add_peak(grid, centre, area, shape.fwhm_deg, shape.eta, cut, acc);
     }
   }
 }
+
+namespace {
+
+// Render structure s of r into `acc` (double accumulation, n_points).
+void render_one(const ReflectionView& r, const RenderOptions& o, const Grid& grid, int64_t s, double* acc) {
+  const int64_t i0 = r.offsets[s], n = r.offsets[s + 1] - i0;
+  std::vector<double> weight(n);
+  for (int64_t i = 0; i < n; ++i) weight[i] = r.multiplicity[i0 + i] * r.f2[i0 + i];
+  accumulate_lines(grid, r.d + i0, weight.data(), n, Lines{o.wavelengths, o.line_weights, o.n_lines}, o.profile,
+                   Placement{o.zero_shift_deg, 0.0, 1.0}, o.cos2_2theta_m, o.neutron, o.cutoff_rel, acc);
+}
+
+}  // namespace
 
 void normalize(const RenderOptions& o, double* acc) {
   double scale = 0.0;
@@ -93,6 +107,8 @@ void normalize(const RenderOptions& o, double* acc) {
   if (scale > 0.0)
     for (int i = 0; i < o.n_points; ++i) acc[i] /= scale;
 }
+
+namespace {
 
 // Render structure s of r into one output row (double accumulation, then
 // normalization and conversion to float32).

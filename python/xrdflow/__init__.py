@@ -6,6 +6,7 @@
 >>> y = sim.pattern(s)          # (4096,) float32
 """
 from ._core import CoreError, has_cuda
+from .augment import Augmentation
 from .radiation import Radiation, parse_radiation
 from .reflections import Reflections
 from .simulate import PeakTable, Simulator
@@ -15,6 +16,6 @@ from .symmetry import space_group, symmetry_operations
 __version__ = "0.1.0"
 
 __all__ = [
-    "CoreError", "PeakTable", "Radiation", "Reflections", "Simulator", "Structure", "StructureError",
+    "Augmentation", "CoreError", "PeakTable", "Radiation", "Reflections", "Simulator", "Structure", "StructureError",
     "has_cuda", "parse_radiation", "space_group", "symmetry_operations", "__version__",
 ]

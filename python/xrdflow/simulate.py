@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import _core
+from .augment import Augmentation, split_parameters
 from .radiation import Radiation, parse_radiation
 from .reflections import Reflections
 from .scattering import anomalous_dispersion, atomic_weights, it92_coefficients, neutron_scattering_length
@@ -111,6 +112,24 @@ def _finite(name: str, value) -> float:
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return v
+
+
+def _indices(indices, n: int) -> np.ndarray:
+    """Validated int64 structure indices into a cache of n structures (all when None)."""
+    if indices is None:
+        return np.arange(n, dtype=np.int64)
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or not (idx.dtype.kind in "iu" or idx.size == 0):
+        raise TypeError(f"indices must be a 1-D sequence of integers, got {idx.dtype} with shape {idx.shape}")
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise IndexError(f"indices must lie in [0, {n}) for a cache of {n} structures")
+    return np.ascontiguousarray(idx, dtype=np.int64)
+
+
+def _unsigned(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2 ** 64:
+        raise ValueError(f"{name} must be an integer in [0, 2^64), got {value!r}")
+    return int(value)
 
 
 def _threads(threads) -> int:
@@ -389,18 +408,50 @@ class Simulator:
                     **self._profile_args())
 
     # ----------------------------------------------------------------- render
-    def render(self, reflections: Reflections, threads: int | None = None) -> np.ndarray:
-        """Patterns (B, n_points) float32 from cached :class:`Reflections`."""
+    def render(self, reflections: Reflections, indices=None, augmentation: Augmentation | None = None,
+               seed: int = 0, epoch: int = 0, threads: int | None = None) -> tuple[np.ndarray, dict]:
+        """Patterns from cached :class:`Reflections`: ``(Y, params)``.
+
+        ``Y`` is (B, n_points) float32 for the structures ``indices`` (default
+        all, in order).  With an :class:`~xrdflow.Augmentation`, every sample
+        gets its own draws, keyed by (``seed``, ``epoch``, structure index):
+        the same key gives the same bytes whatever the thread count or batch
+        split, and a new epoch gives new draws.  ``params`` holds the drawn
+        values per sample (empty without augmentation).
+        """
         if not isinstance(reflections, Reflections):
             raise TypeError(f"render() takes the Reflections returned by Simulator.reflections(), "
                             f"got {type(reflections).__name__}")
-        return _core.render_patterns(reflections.offsets, reflections.d, reflections.F2, reflections.multiplicity,
-                                     self._instrument(), threads=_threads(threads))
+        if augmentation is not None and not isinstance(augmentation, Augmentation):
+            raise TypeError(f"augmentation must be an xrdflow.Augmentation, got {type(augmentation).__name__}")
+        idx = _indices(indices, len(reflections))
+        if augmentation is None or augmentation.is_none:
+            refl = reflections if indices is None else reflections.subset(idx)
+            y = _core.render_patterns(refl.offsets, refl.d, refl.F2, refl.multiplicity, self._instrument(),
+                                      threads=_threads(threads))
+            return y, {}
+        self._check_cache_reach(reflections, augmentation)
+        cache = {f: getattr(reflections, f) for f in ("offsets", "d", "F2", "multiplicity", "hkl", "lattices",
+                                                      "laue_offsets", "laue_rotations", "cell_mass")}
+        y, table = _core.render_augmented(cache, idx, augmentation.core_config(), self._instrument(),
+                                          seed=_unsigned("seed", seed), epoch=_unsigned("epoch", epoch),
+                                          threads=_threads(threads))
+        return y, split_parameters(_core.augment_parameter_names(), table)
+
+    def _check_cache_reach(self, reflections: Reflections, augmentation: Augmentation) -> None:
+        """A shorter tube than the one the cache was computed for would need reflections it lacks."""
+        shortest = min([min(parse_radiation(t).wavelengths) for t in augmentation.tubes] +
+                       list(self.radiation.wavelengths))
+        needed = self.d_min * shortest / min(self.radiation.wavelengths)
+        if float(reflections.d_min) > needed * (1 + 1e-9):
+            raise ValueError(f"the cache was computed to d_min = {float(reflections.d_min):.4f} A but this "
+                             f"simulator and augmentation need {needed:.4f} A; compute the reflections with a "
+                             "Simulator whose radiation is the shortest tube you augment with")
 
     def patterns(self, structures: Iterable[Structure], threads: int | None = None) -> np.ndarray:
         """Patterns of many structures in one call: (B, n_points) float32, all cores by default.
 
-        Same result as ``render(reflections(structures))``, but each structure's
+        Same result as ``render(reflections(structures))[0]``, but each structure's
         reflections are rendered by the thread that computed them, with no
         intermediate table.
         """

@@ -1,0 +1,157 @@
+// Bindings for augmented rendering and its random-number generator.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+#include "arrays.hpp"
+#include "convert.hpp"
+#include "drivers.hpp"
+#include "fail.hpp"
+#include "xrdflow/augment.hpp"
+
+namespace py = pybind11;
+using xrdflow_bind::checked_array;
+using xrdflow_bind::length;
+
+namespace {
+
+double number(const py::dict& d, const char* key) {
+  if (!d.contains(key)) throw py::value_error(std::string("augmentation config lacks the entry '") + key + "'");
+  const py::object v = d[key];
+  if (!py::isinstance<py::float_>(v) && !py::isinstance<py::int_>(v))
+    throw py::type_error(std::string("augmentation config['") + key + "'] must be a number");
+  const double x = v.cast<double>();
+  if (!std::isfinite(x)) throw py::value_error(std::string("augmentation config['") + key + "'] must be finite");
+  return x;
+}
+
+xrdflow::CacheView cache_view(const py::dict& c) {
+  auto get = [&](const char* key) -> py::object {
+    if (!c.contains(key)) throw py::value_error(std::string("cache lacks the entry '") + key + "'");
+    return c[key];
+  };
+  xrdflow::CacheView v;
+  v.refl.offsets = checked_array<int64_t>(get("offsets"), "offsets", {-1});
+  v.refl.n_structures = length(get("offsets")) - 1;
+  if (v.refl.n_structures < 0) throw py::value_error("offsets must have at least one entry");
+  const py::ssize_t n1 = v.refl.n_structures + 1;
+  v.refl.d = checked_array<double>(get("d"), "d", {-1});
+  v.refl.n_reflections = length(get("d"));
+  v.refl.f2 = checked_array<double>(get("F2"), "F2", {v.refl.n_reflections});
+  v.refl.multiplicity = checked_array<int32_t>(get("multiplicity"), "multiplicity", {v.refl.n_reflections});
+  v.hkl = checked_array<int32_t>(get("hkl"), "hkl", {v.refl.n_reflections, 3});
+  v.lattices = checked_array<double>(get("lattices"), "lattices", {v.refl.n_structures, 3, 3});
+  v.laue_offsets = checked_array<int64_t>(get("laue_offsets"), "laue_offsets", {n1});
+  v.laue_rotations = checked_array<int32_t>(get("laue_rotations"), "laue_rotations", {-1, 3, 3});
+  v.n_laue = length(get("laue_rotations"));
+  v.cell_mass = checked_array<double>(get("cell_mass"), "cell_mass", {v.refl.n_structures});
+  return v;
+}
+
+xrdflow::AugmentConfig augment_config(const py::dict& d) {
+  xrdflow::AugmentConfig c;
+  if (!d.contains("tubes")) throw py::value_error("augmentation config lacks the entry 'tubes'");
+  c.tubes = checked_array<double>(d["tubes"], "tubes", {-1, 2});
+  c.n_tubes = static_cast<int>(length(d["tubes"]));
+  c.kalpha2_probability = number(d, "kalpha2_probability");
+  c.kalpha2_ratio_lo = number(d, "kalpha2_ratio_lo");
+  c.kalpha2_ratio_hi = number(d, "kalpha2_ratio_hi");
+  c.width_scale_lo = number(d, "width_scale_lo");
+  c.width_scale_hi = number(d, "width_scale_hi");
+  c.size_nm_lo = number(d, "size_nm_lo");
+  c.size_nm_hi = number(d, "size_nm_hi");
+  c.microstrain_lo = number(d, "microstrain_lo");
+  c.microstrain_hi = number(d, "microstrain_hi");
+  c.zero_shift_lo = number(d, "zero_shift_lo");
+  c.zero_shift_hi = number(d, "zero_shift_hi");
+  c.displacement_lo = number(d, "displacement_lo");
+  c.displacement_hi = number(d, "displacement_hi");
+  c.radius_mm = number(d, "radius_mm");
+  c.strain = number(d, "strain");
+  c.po_probability = number(d, "po_probability");
+  c.po_r_lo = number(d, "po_r_lo");
+  c.po_r_hi = number(d, "po_r_hi");
+  for (int k = 0; k < 3; ++k) c.po_direction[k] = static_cast<int>(number(d, ("po_direction_" + std::to_string(k)).c_str()));
+  c.po_random_direction = number(d, "po_random_direction") != 0.0;
+  c.b_extra_lo = number(d, "b_extra_lo");
+  c.b_extra_hi = number(d, "b_extra_hi");
+  c.mixture_probability = number(d, "mixture_probability");
+  c.max_phases = static_cast<int>(number(d, "max_phases"));
+  c.background_probability = number(d, "background_probability");
+  c.background_lo = number(d, "background_lo");
+  c.background_hi = number(d, "background_hi");
+  c.chebyshev_order = static_cast<int>(number(d, "chebyshev_order"));
+  c.hump_probability = number(d, "hump_probability");
+  c.hump_center_lo = number(d, "hump_center_lo");
+  c.hump_center_hi = number(d, "hump_center_hi");
+  c.hump_fwhm_lo = number(d, "hump_fwhm_lo");
+  c.hump_fwhm_hi = number(d, "hump_fwhm_hi");
+  c.hump_lo = number(d, "hump_lo");
+  c.hump_hi = number(d, "hump_hi");
+  c.noise_probability = number(d, "noise_probability");
+  c.counts_lo = number(d, "counts_lo");
+  c.counts_hi = number(d, "counts_hi");
+  c.read_noise_lo = number(d, "read_noise_lo");
+  c.read_noise_hi = number(d, "read_noise_hi");
+  c.scale_lo = number(d, "scale_lo");
+  c.scale_hi = number(d, "scale_hi");
+  return c;
+}
+
+py::tuple render_augmented(const py::dict& cache, py::object indices, const py::dict& config,
+                           const py::dict& instrument, uint64_t seed, uint64_t epoch, int threads) {
+  const xrdflow::CacheView c = cache_view(cache);
+  const int64_t* idx = checked_array<int64_t>(indices, "indices", {-1});
+  const auto n = length(indices);
+  const xrdflow::AugmentConfig cfg = augment_config(config);
+  const xrdflow::RenderOptions o = xrdflow_bind::render_options(instrument, threads);
+  xrdflow::validate_augment(c, cfg);
+  xrdflow::validate_render_options(o);
+  const auto n_params = static_cast<py::ssize_t>(xrdflow::augment_parameter_names().size());
+  py::array_t<float> out({n, static_cast<py::ssize_t>(o.n_points)});
+  py::array_t<double> params({n, n_params});
+  float* y = out.mutable_data();
+  double* p = params.mutable_data();
+  {
+    py::gil_scoped_release release;
+    xrdflow::render_augmented(c, idx, n, cfg, o, seed, epoch, y, p);
+  }
+  return py::make_tuple(out, params);
+}
+
+py::tuple philox(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
+  const xrdflow::Philox4x32 r = xrdflow::philox4x32_10(xrdflow::Philox4x32{{c0, c1, c2, c3}}, k0, k1);
+  return py::make_tuple(r.v[0], r.v[1], r.v[2], r.v[3]);
+}
+
+py::array_t<double> sample_stream(uint64_t seed, uint64_t epoch, uint64_t index, const std::string& kind,
+                                  double parameter, py::ssize_t count) {
+  if (count < 0 || count > 100'000'000) throw py::value_error("count must be in [0, 1e8]");
+  if (kind != "uniform" && kind != "normal" && kind != "poisson") throw py::value_error("kind must be uniform, normal or poisson");
+  if (kind == "poisson" && !(parameter >= 0.0 && parameter < 1e12)) throw py::value_error("poisson mean must be in [0, 1e12)");
+  py::array_t<double> out(count);
+  double* o = out.mutable_data();
+  xrdflow::SampleRng rng = xrdflow::make_sample_rng(seed, epoch, index);
+  for (py::ssize_t i = 0; i < count; ++i)
+    o[i] = kind == "uniform" ? xrdflow::uniform(rng) : kind == "normal" ? xrdflow::normal(rng) : xrdflow::poisson(rng, parameter);
+  return out;
+}
+
+}  // namespace
+
+void add_augment(py::module_& m) {
+  m.def("render_augmented", &render_augmented, py::arg("cache"), py::arg("indices"), py::arg("config"),
+        py::arg("instrument"), py::arg("seed"), py::arg("epoch"), py::arg("threads") = 0,
+        "Augmented patterns (n, n_points) float32 and the drawn parameters (n, P) float64 of the cached "
+        "structures `indices`; draws keyed by (seed, epoch, index). Runs without the GIL.");
+  m.def("augment_parameter_names", &xrdflow::augment_parameter_names,
+        "Names of the columns of the parameter array returned by render_augmented.");
+  m.def("philox4x32_10", &philox, py::arg("c0"), py::arg("c1"), py::arg("c2"), py::arg("c3"), py::arg("k0"),
+        py::arg("k1"), "One Philox4x32-10 block (for known-answer tests).");
+  m.def("sample_stream", &sample_stream, py::arg("seed"), py::arg("epoch"), py::arg("index"), py::arg("kind"),
+        py::arg("parameter") = 0.0, py::arg("count") = 1,
+        "The first `count` draws (uniform, normal, or poisson with mean `parameter`) of the stream keyed by "
+        "(seed, epoch, index): for statistical tests of the generator.");
+}

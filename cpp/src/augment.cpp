@@ -1,0 +1,312 @@
+// Driver for augmented rendering: every sample re-renders cached reflections
+// with its own draws of sample and instrument parameters.
+#include <algorithm>
+#include <cmath>
+
+#include "drivers.hpp"
+#include "fail.hpp"
+#include "parallel.hpp"
+#include "xrdflow/augment.hpp"
+#include "xrdflow/lattice.hpp"
+#include "xrdflow/symmetry.hpp"
+
+namespace xrdflow {
+namespace {
+
+constexpr int kMaxPhases = 3;
+
+// Index of each parameter in a sample's row; names below, same order.
+enum Param : int {
+  P_WAVELENGTH, P_KALPHA2_RATIO, P_WIDTH_SCALE, P_SIZE_NM, P_MICROSTRAIN, P_ZERO_SHIFT, P_DISPLACEMENT,
+  P_STRAIN,                       // 6 entries: e11 e22 e33 e23 e13 e12
+  P_MARCH_R = P_STRAIN + 6, P_PO_DIRECTION,  // 3 entries
+  P_B_EXTRA = P_PO_DIRECTION + 3, P_N_PHASES, P_PHASE,  // kMaxPhases entries
+  P_FRACTION = P_PHASE + kMaxPhases,                    // kMaxPhases entries
+  P_BACKGROUND = P_FRACTION + kMaxPhases, P_HUMP, P_HUMP_CENTER, P_HUMP_FWHM, P_COUNTS, P_READ_NOISE, P_SCALE,
+  P_COUNT
+};
+
+const int kLowIndexDirections[7][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}, {1, 1, 0}, {1, 0, 1}, {0, 1, 1}, {1, 1, 1}};
+
+double metric_dot(const Metric& g, const double* u, const double* v) {
+  return u[0] * v[0] * g.g11 + u[1] * v[1] * g.g22 + u[2] * v[2] * g.g33 + (u[0] * v[1] + u[1] * v[0]) * g.g12 +
+         (u[0] * v[2] + u[2] * v[0]) * g.g13 + (u[1] * v[2] + u[2] * v[1]) * g.g23;
+}
+
+// One phase of a sample: its reflections with strained d and weights
+// M |F|^2 x (Debye-Waller) x (texture), appended to d_out / w_out.
+void draw_phase(const CacheView& c, int64_t s, const AugmentConfig& cfg, double lambda1, double cos2m, bool neutron,
+                double phase_scale, SampleRng& rng, double* row, bool report, std::vector<double>& d_out,
+                std::vector<double>& w_out) {
+  double e[6] = {0, 0, 0, 0, 0, 0};
+  for (double& x : e) x = cfg.strain > 0.0 ? uniform_in(rng, -cfg.strain, cfg.strain) : 0.0;
+  const bool textured = bernoulli(rng, cfg.po_probability);
+  const double r = textured ? uniform_in(rng, cfg.po_r_lo, cfg.po_r_hi) : 1.0;
+  int dir[3] = {cfg.po_direction[0], cfg.po_direction[1], cfg.po_direction[2]};
+  if (textured && cfg.po_random_direction) {
+    const int pick = std::min(6, static_cast<int>(uniform(rng) * 7.0));
+    std::copy(kLowIndexDirections[pick], kLowIndexDirections[pick] + 3, dir);
+  }
+  const double b_extra = uniform_in(rng, cfg.b_extra_lo, cfg.b_extra_hi);
+  if (report) {
+    for (int k = 0; k < 6; ++k) row[P_STRAIN + k] = e[k];
+    row[P_MARCH_R] = r;
+    for (int k = 0; k < 3; ++k) row[P_PO_DIRECTION + k] = textured ? dir[k] : 0.0;
+    row[P_B_EXTRA] = b_extra;
+  }
+
+  // Strained metric, averaged over the Laue group so that the crystal keeps
+  // its symmetry: peaks move with the lattice but symmetry-equivalent
+  // reflections stay together (their multiplicity stays valid).
+  const int n_laue = static_cast<int>(c.laue_offsets[s + 1] - c.laue_offsets[s]);
+  Rotation laue[48];
+  for (int k = 0; k < n_laue; ++k) std::copy_n(c.laue_rotations + 9 * (c.laue_offsets[s] + k), 9, laue[k].m);
+  double strained[9];
+  strain_lattice(c.lattices + 9 * s, e, strained);
+  const Metric gs = symmetrized_metric(reciprocal_metric(direct_metric(strained)), laue, n_laue);
+  const double pref[3] = {static_cast<double>(dir[0]), static_cast<double>(dir[1]), static_cast<double>(dir[2])};
+  const double pref_len2 = metric_dot(gs, pref, pref);
+
+  const int64_t i0 = c.refl.offsets[s], n = c.refl.offsets[s + 1] - i0;
+  const size_t first = d_out.size();
+  double total_plain = 0.0, total_textured = 0.0;
+  for (int64_t i = i0; i < i0 + n; ++i) {
+    const Miller h{c.hkl[3 * i], c.hkl[3 * i + 1], c.hkl[3 * i + 2]};
+    const double q2 = inv_d2(gs, h);
+    const double d = 1.0 / std::sqrt(q2);
+    double w = c.refl.multiplicity[i] * c.refl.f2[i];
+    if (b_extra != 0.0) w *= std::exp(-2.0 * b_extra * 0.25 * q2);  // |F|^2 carries exp(-2 B s^2)
+    double texture = 1.0;
+    if (textured && pref_len2 > 0.0) {
+      // Average over the symmetry-equivalent reflections that one peak holds.
+      double sum = 0.0;
+      for (int k = 0; k < n_laue; ++k) {
+        const Miller m = act_on_hkl(laue[k], h);
+        const double hv[3] = {static_cast<double>(m.h), static_cast<double>(m.k), static_cast<double>(m.l)};
+        const double dot = metric_dot(gs, hv, pref);
+        sum += march_dollase(dot * dot / (q2 * pref_len2), r);
+      }
+      texture = sum / n_laue;
+    }
+    // Total intensity is conserved: weigh by what the primary line records.
+    const double sin_t = lambda1 / (2.0 * d);
+    if (sin_t < 1.0) {
+      const double lp = lorentz_polarization_sc(sin_t, std::sqrt(1.0 - sin_t * sin_t), cos2m, neutron);
+      total_plain += w * lp;
+      total_textured += w * texture * lp;
+    }
+    d_out.push_back(d);
+    w_out.push_back(w * texture);
+  }
+  const double renorm = total_textured > 0.0 ? phase_scale * total_plain / total_textured : phase_scale;
+  for (size_t i = first; i < w_out.size(); ++i) w_out[i] *= renorm;
+}
+
+// Chebyshev series sum c_k T_k(x) by the recurrence T_{k+1} = 2x T_k - T_{k-1}.
+double chebyshev(const double* c, int n, double x) {
+  double t0 = 1.0, t1 = x, sum = c[0];
+  for (int k = 1; k < n; ++k) {
+    sum += c[k] * t1;
+    const double t2 = 2.0 * x * t1 - t0;
+    t0 = t1;
+    t1 = t2;
+  }
+  return sum;
+}
+
+void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, const RenderOptions& base,
+                   const Grid& grid, SampleRng& rng, double* acc, double* row) {
+  const int64_t n_cache = c.refl.n_structures;
+  // --- instrument
+  double lambdas[2] = {base.wavelengths[0], base.n_lines > 1 ? base.wavelengths[1] : 0.0};
+  double base_ratio = base.n_lines > 1 ? base.line_weights[1] / base.line_weights[0] : 0.0;
+  if (cfg.n_tubes > 0) {
+    const int t = std::min(cfg.n_tubes - 1, static_cast<int>(uniform(rng) * cfg.n_tubes));
+    lambdas[0] = cfg.tubes[2 * t];
+    lambdas[1] = cfg.tubes[2 * t + 1];
+    base_ratio = lambdas[1] > 0.0 ? 0.5 : 0.0;
+  }
+  double ratio = 0.0;
+  if (lambdas[1] > 0.0 && base_ratio > 0.0 && bernoulli(rng, cfg.kalpha2_probability))
+    ratio = uniform_in(rng, cfg.kalpha2_ratio_lo, cfg.kalpha2_ratio_hi);
+  const double width_scale = uniform_in(rng, cfg.width_scale_lo, cfg.width_scale_hi);
+  ProfileParams profile = base.profile;
+  profile.u *= width_scale;
+  profile.v *= width_scale;
+  profile.w *= width_scale;
+  if (cfg.size_nm_lo > 0.0) profile.size_angstrom = 10.0 * log_uniform_in(rng, cfg.size_nm_lo, cfg.size_nm_hi);
+  if (cfg.microstrain_lo >= 0.0) profile.microstrain = uniform_in(rng, cfg.microstrain_lo, cfg.microstrain_hi);
+  const double zero = base.zero_shift_deg + uniform_in(rng, cfg.zero_shift_lo, cfg.zero_shift_hi);
+  const double displacement = uniform_in(rng, cfg.displacement_lo, cfg.displacement_hi);
+  row[P_WAVELENGTH] = lambdas[0];
+  row[P_KALPHA2_RATIO] = ratio;
+  row[P_WIDTH_SCALE] = width_scale;
+  row[P_SIZE_NM] = profile.size_angstrom / 10.0;
+  row[P_MICROSTRAIN] = profile.microstrain;
+  row[P_ZERO_SHIFT] = zero;
+  row[P_DISPLACEMENT] = displacement;
+
+  // --- phases: the sample's own structure, and partners for a mixture
+  int64_t phases[kMaxPhases] = {s, -1, -1};
+  int n_phases = 1;
+  if (n_cache > 1 && cfg.max_phases > 1 && bernoulli(rng, cfg.mixture_probability)) {
+    n_phases = 2 + std::min(cfg.max_phases - 2, static_cast<int>(uniform(rng) * (cfg.max_phases - 1)));
+    for (int p = 1; p < n_phases; ++p) {
+      int64_t j = std::min(n_cache - 2, static_cast<int64_t>(uniform(rng) * (n_cache - 1)));
+      if (j >= s) ++j;  // any structure but the sample's own
+      phases[p] = j;
+    }
+  }
+  // Weight fractions uniform on the simplex (normalized exponential draws).
+  double fraction[kMaxPhases] = {1.0, 0.0, 0.0}, total = 0.0;
+  if (n_phases > 1) {
+    for (int p = 0; p < n_phases; ++p) total += (fraction[p] = -std::log(uniform(rng)));
+    for (int p = 0; p < n_phases; ++p) fraction[p] /= total;
+  }
+  row[P_N_PHASES] = n_phases;
+  for (int p = 0; p < kMaxPhases; ++p) {
+    row[P_PHASE + p] = static_cast<double>(phases[p]);
+    row[P_FRACTION + p] = fraction[p];
+  }
+
+  std::vector<double> d, w;
+  for (int p = 0; p < n_phases; ++p) {
+    // Rietveld scale of a phase in a mixture: S_p ~ W_p / (cell mass x V)
+    // (Hill & Howard, J. Appl. Cryst. 20, 467 (1987)); relative to the first phase.
+    double scale = 1.0;
+    if (n_phases > 1) {
+      const int64_t q = phases[p];
+      const double vol_q = std::sqrt(metric_determinant(direct_metric(c.lattices + 9 * q)));
+      const double vol_0 = std::sqrt(metric_determinant(direct_metric(c.lattices + 9 * s)));
+      scale = (fraction[p] / (c.cell_mass[q] * vol_q)) / (fraction[0] / (c.cell_mass[s] * vol_0));
+    }
+    draw_phase(c, phases[p], cfg, lambdas[0], base.cos2_2theta_m, base.neutron, scale, rng, row, p == 0, d, w);
+  }
+  const double line_weights[2] = {1.0, ratio};
+  accumulate_lines(grid, d.data(), w.data(), static_cast<int64_t>(d.size()),
+                   Lines{lambdas, line_weights, ratio > 0.0 ? 2 : 1}, profile,
+                   Placement{zero, displacement, cfg.radius_mm}, base.cos2_2theta_m, base.neutron, base.cutoff_rel,
+                   acc);
+
+  // --- background and counting noise, relative to the strongest point
+  const int np = base.n_points;
+  const bool background = bernoulli(rng, cfg.background_probability);
+  const bool hump = bernoulli(rng, cfg.hump_probability);
+  const bool noise = bernoulli(rng, cfg.noise_probability);
+  row[P_BACKGROUND] = row[P_HUMP] = row[P_HUMP_CENTER] = row[P_HUMP_FWHM] = row[P_COUNTS] = row[P_READ_NOISE] = 0.0;
+  if (background || hump || noise) {
+    const double peak = *std::max_element(acc, acc + np);
+    if (peak > 0.0)
+      for (int i = 0; i < np; ++i) acc[i] /= peak;
+  }
+  if (background) {
+    // A smooth, non-negative Chebyshev background of height <= level:
+    // level (1 + p(x) / sum|c_k|) / 2 with x the grid mapped onto [-1, 1].
+    double coef[16] = {0}, norm = 0.0;
+    const int order = std::min(16, cfg.chebyshev_order + 1);
+    for (int k = 0; k < order; ++k) norm += std::fabs(coef[k] = uniform_in(rng, -1.0, 1.0) / (k + 1));
+    const double level = uniform_in(rng, cfg.background_lo, cfg.background_hi);
+    row[P_BACKGROUND] = level;
+    const double x0 = grid.x[0], span = grid.x[np - 1] - grid.x[0];
+    for (int i = 0; i < np; ++i) {
+      const double x = 2.0 * (grid.x[i] - x0) / span - 1.0;
+      acc[i] += level * 0.5 * (1.0 + chebyshev(coef, order, x) / norm);
+    }
+  }
+  if (hump) {
+    // Amorphous halo: a broad Gaussian in 2-theta.
+    const double centre = uniform_in(rng, cfg.hump_center_lo, cfg.hump_center_hi);
+    const double fwhm = uniform_in(rng, cfg.hump_fwhm_lo, cfg.hump_fwhm_hi);
+    const double level = uniform_in(rng, cfg.hump_lo, cfg.hump_hi);
+    row[P_HUMP] = level;
+    row[P_HUMP_CENTER] = centre;
+    row[P_HUMP_FWHM] = fwhm;
+    const double k = 4.0 * kLn2 / (fwhm * fwhm);
+    for (int i = 0; i < np; ++i) {
+      const double dx = grid.x[i] - centre;
+      acc[i] += level * std::exp(-k * dx * dx);
+    }
+  }
+  if (noise) {
+    // Counting statistics: the strongest point holds `counts` counts; each
+    // point gets Poisson(counts y) plus Gaussian read noise, back in units of y.
+    const double counts = log_uniform_in(rng, cfg.counts_lo, cfg.counts_hi);
+    const double read = uniform_in(rng, cfg.read_noise_lo, cfg.read_noise_hi);
+    row[P_COUNTS] = counts;
+    row[P_READ_NOISE] = read;
+    for (int i = 0; i < np; ++i) {
+      double y = poisson(rng, counts * std::max(0.0, acc[i]));
+      if (read > 0.0) y += read * normal(rng);
+      acc[i] = y / counts;
+    }
+  }
+  const double scale = uniform_in(rng, cfg.scale_lo, cfg.scale_hi);
+  row[P_SCALE] = scale;
+  normalize(base, acc);
+  if (scale != 1.0)
+    for (int i = 0; i < np; ++i) acc[i] *= scale;
+}
+
+}  // namespace
+
+const std::vector<std::string>& augment_parameter_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n = {"wavelength", "kalpha2_ratio", "width_scale", "crystallite_size_nm", "microstrain",
+                                  "zero_shift_deg", "displacement_mm"};
+    for (const char* c : {"e11", "e22", "e33", "e23", "e13", "e12"}) n.push_back(std::string("strain_") + c);
+    n.push_back("march_r");
+    for (const char* c : {"h", "k", "l"}) n.push_back(std::string("po_") + c);
+    n.push_back("b_extra");
+    n.push_back("n_phases");
+    for (int p = 0; p < kMaxPhases; ++p) n.push_back("phase_" + std::to_string(p));
+    for (int p = 0; p < kMaxPhases; ++p) n.push_back("fraction_" + std::to_string(p));
+    for (const char* c : {"background_level", "hump_level", "hump_center_deg", "hump_fwhm_deg", "counts",
+                          "read_noise", "scale"})
+      n.push_back(c);
+    return n;
+  }();
+  return names;
+}
+
+void validate_augment(const CacheView& c, const AugmentConfig& cfg) {
+  if (augment_parameter_names().size() != static_cast<size_t>(P_COUNT)) fail("internal: parameter names out of sync");
+  validate_reflections(c.refl);
+  for (int64_t s = 0; s < c.refl.n_structures; ++s) {
+    const int64_t n_laue = c.laue_offsets[s + 1] - c.laue_offsets[s];
+    if (c.laue_offsets[s + 1] < c.laue_offsets[s] || n_laue < 1 || n_laue > 48)
+      fail("structure ", s, " of the cache has ", n_laue, " Laue operations (needs 1 to 48)");
+    if (!(c.cell_mass[s] > 0.0) || !std::isfinite(c.cell_mass[s])) fail("structure ", s, " has no positive cell mass");
+    const double v2 = metric_determinant(direct_metric(c.lattices + 9 * s));
+    if (!(v2 > 0.0) || !std::isfinite(v2)) fail("structure ", s, " of the cache has a degenerate lattice");
+  }
+  if (c.laue_offsets[0] != 0 || c.laue_offsets[c.refl.n_structures] != c.n_laue)
+    fail("Laue offsets must start at 0 and end at the number of Laue operations");
+  for (int64_t i = 0; i < 9 * c.n_laue; ++i)
+    if (c.laue_rotations[i] < -64 || c.laue_rotations[i] > 64) fail("Laue rotation entries must lie in [-64, 64]");
+  if (cfg.max_phases < 1 || cfg.max_phases > kMaxPhases) fail("max_phases must be 1, 2 or 3");
+  if (cfg.chebyshev_order < 0 || cfg.chebyshev_order > 15) fail("chebyshev_order must be in [0, 15]");
+  if (!(cfg.radius_mm > 0.0)) fail("goniometer radius must be positive");
+  for (int t = 0; t < 2 * cfg.n_tubes; ++t)
+    if (!(cfg.tubes[t] >= 0.0) || !std::isfinite(cfg.tubes[t]) || (t % 2 == 0 && cfg.tubes[t] == 0.0))
+      fail("tube wavelengths must be positive (K-alpha2 may be 0 for none)");
+}
+
+void render_augmented(const CacheView& c, const int64_t* indices, int64_t n, const AugmentConfig& cfg,
+                      const RenderOptions& base, uint64_t seed, uint64_t epoch, float* out, double* params) {
+  validate_augment(c, cfg);
+  validate_render_options(base);
+  for (int64_t i = 0; i < n; ++i)
+    if (indices[i] < 0 || indices[i] >= c.refl.n_structures)
+      fail("index ", indices[i], " is outside the cache of ", c.refl.n_structures, " structures");
+  const Grid grid = make_grid(base);
+  parallel_for(n, base.threads, [&](int64_t i) {
+    SampleRng rng = make_sample_rng(seed, epoch, static_cast<uint64_t>(indices[i]));
+    std::vector<double> acc(base.n_points, 0.0);
+    double* row = params + i * P_COUNT;
+    render_sample(c, indices[i], cfg, base, grid, rng, acc.data(), row);
+    float* dst = out + i * static_cast<int64_t>(base.n_points);
+    for (int k = 0; k < base.n_points; ++k) dst[k] = static_cast<float>(acc[k]);
+  });
+}
+
+}  // namespace xrdflow
