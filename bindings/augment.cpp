@@ -134,8 +134,12 @@ py::array_t<double> sample_stream(uint64_t seed, uint64_t epoch, uint64_t index,
   py::array_t<double> out(count);
   double* o = out.mutable_data();
   xrdflow::SampleRng rng = xrdflow::make_sample_rng(seed, epoch, index);
-  for (py::ssize_t i = 0; i < count; ++i)
-    o[i] = kind == "uniform" ? xrdflow::uniform(rng) : kind == "normal" ? xrdflow::normal(rng) : xrdflow::poisson(rng, parameter);
+  if (kind == "uniform")
+    for (py::ssize_t i = 0; i < count; ++i) o[i] = xrdflow::uniform(rng);
+  else if (kind == "normal")
+    for (py::ssize_t i = 0; i < count; ++i) o[i] = xrdflow::normal(rng);
+  else
+    for (py::ssize_t i = 0; i < count; ++i) o[i] = xrdflow::poisson(rng, parameter);
   return out;
 }
 

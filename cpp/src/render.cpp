@@ -59,6 +59,7 @@ void accumulate_lines(const Grid& grid, const double* d, const double* weight, i
                       const ProfileParams& profile, const Placement& place, double cos2_2theta_m, bool neutron,
                       double cutoff_rel, double* acc) {
   const double lo = grid.x[0], hi = grid.x[grid.n - 1];
+  std::vector<double> tails(grid.n + 2, 0.0);  // second differences of the far Lorentzian tails
   for (int line = 0; line < lines.n; ++line) {
     const double lambda = lines.wavelengths[line], line_weight = lines.weights[line];
     if (line_weight == 0.0) continue;
@@ -77,9 +78,10 @@ void accumulate_lines(const Grid& grid, const double* d, const double* weight, i
       const double reach = cut.gauss > cut.lorentz ? cut.gauss : cut.lorentz;
       if (centre + reach < lo || centre - reach > hi) continue;
       const double area = line_weight * weight[i] * lorentz_polarization_sc(sin_t, cos_t, cos2_2theta_m, neutron);
-      add_peak(grid, centre, area, shape.fwhm_deg, shape.eta, cut, acc);
+      add_peak(grid, centre, area, shape.fwhm_deg, shape.eta, cut, acc, tails.data());
     }
   }
+  finish_tails(tails.data(), grid.n, acc);
 }
 
 namespace {

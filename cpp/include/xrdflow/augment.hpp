@@ -40,13 +40,13 @@ XF_INLINE Philox4x32 philox4x32_10(Philox4x32 ctr, uint32_t k0, uint32_t k1) {
   return ctr;
 }
 
-// The random stream of one sample: draw n is block n / 2 of Philox at
-// counter (index_lo, index_hi, epoch, n / 2), half n % 2 of it.
+// The random stream of one sample: Philox blocks at counter (index_lo,
+// index_hi, epoch, n) for n = 0, 1, 2, ..., consumed word by word.
 struct SampleRng {
   uint32_t key0, key1;
   uint32_t c0, c1, c2;
   uint32_t block;
-  int half;  // which 64-bit half of `cached` is next (2 = none left)
+  int word;  // next unused word of `cached` (4 = none left)
   Philox4x32 cached;
 };
 
@@ -59,21 +59,28 @@ XF_INLINE SampleRng make_sample_rng(uint64_t seed, uint64_t epoch, uint64_t inde
   // Epochs beyond 2^32 wrap; the seed's upper bits still separate runs.
   r.c2 = static_cast<uint32_t>(epoch);
   r.block = 0;
-  r.half = 2;
+  r.word = 4;
   r.cached = Philox4x32{{0, 0, 0, 0}};
   return r;
 }
 
-// Uniform double in (0, 1): 53 random bits, never exactly 0 or 1.
-XF_INLINE double uniform(SampleRng& r) {
-  if (r.half == 2) {
+XF_INLINE uint32_t next_word(SampleRng& r) {
+  if (r.word == 4) {
     r.cached = philox4x32_10(Philox4x32{{r.c0, r.c1, r.c2, r.block++}}, r.key0, r.key1);
-    r.half = 0;
+    r.word = 0;
   }
-  const uint64_t bits = (static_cast<uint64_t>(r.cached.v[2 * r.half]) << 32) | r.cached.v[2 * r.half + 1];
-  ++r.half;
-  return (static_cast<double>(bits >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+  return r.cached.v[r.word++];
 }
+
+// Uniform double in (0, 1) from 53 random bits (two words), never 0 or 1.
+XF_INLINE double uniform(SampleRng& r) {
+  const uint64_t hi = next_word(r), lo = next_word(r);
+  return (static_cast<double>(((hi << 32) | lo) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+// Uniform in (0, 1) from one 32-bit word: for per-point noise, where 2^-32
+// resolution is ample and one Philox block then serves four draws.
+XF_INLINE double uniform32(SampleRng& r) { return (static_cast<double>(next_word(r)) + 0.5) * (1.0 / 4294967296.0); }
 
 XF_INLINE double uniform_in(SampleRng& r, double lo, double hi) { return lo + (hi - lo) * uniform(r); }
 
@@ -84,40 +91,55 @@ XF_INLINE double log_uniform_in(SampleRng& r, double lo, double hi) {
 
 XF_INLINE bool bernoulli(SampleRng& r, double p) { return p > 0.0 && uniform(r) < p; }
 
-// Standard normal by Box-Muller (one of the pair; the other is discarded so
-// that each draw consumes a fixed number of uniforms).
-XF_INLINE double normal(SampleRng& r) {
-  const double u1 = uniform(r), u2 = uniform(r);
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(kTwoPi * u2);
+// Inverse of the standard normal CDF, relative error < 1.2e-9 (P. J. Acklam's
+// rational approximation, 2003): rational in the central 95 %, sqrt(-2 ln q)
+// only in the tails, so one uniform gives one normal deviate cheaply.
+XF_INLINE double inverse_normal_cdf(double p) {
+  const double a[6] = {-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
+                       1.383577518672690e+02,  -3.066479806614716e+01, 2.506628277459239e+00};
+  const double b[5] = {-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
+                       6.680131188771972e+01,  -1.328068155288572e+01};
+  const double c[6] = {-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
+                       -2.549732539343734e+00, 4.374664141464968e+00,  2.938163982698783e+00};
+  const double d[4] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00};
+  const double p_low = 0.02425;
+  if (p < p_low || p > 1.0 - p_low) {
+    const double q = std::sqrt(-2.0 * std::log(p < p_low ? p : 1.0 - p));
+    const double x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+                     ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0);
+    return p < p_low ? x : -x;
+  }
+  const double q = p - 0.5, t = q * q;
+  return (((((a[0] * t + a[1]) * t + a[2]) * t + a[3]) * t + a[4]) * t + a[5]) * q /
+         (((((b[0] * t + b[1]) * t + b[2]) * t + b[3]) * t + b[4]) * t + 1.0);
 }
 
-// Poisson deviate with mean lam >= 0: multiplication method below 10,
-// otherwise the transformed rejection PTRS of Hormann, Insurance: Math. and
-// Econ. 12, 39 (1993).
+XF_INLINE double normal(SampleRng& r) { return inverse_normal_cdf(uniform32(r)); }
+
+// Poisson deviate with mean lam >= 0.  Exact by inversion (sequential
+// search) below kPoissonExactBelow; above, the Cornish-Fisher expansion of
+// the Poisson quantile, lam + z sqrt(lam) + (z^2 - 1)/6 + (z^3 - 7z)/(72 sqrt(lam)),
+// rounded (Johnson, Kemp & Kotz, Univariate Discrete Distributions, 3rd ed.,
+// sec. 4.4): mean and variance exact to O(1/lam), skewness 1/sqrt(lam) as for
+// the Poisson, one normal deviate per draw and no transcendental function
+// beyond a square root.
+constexpr double kPoissonExactBelow = 20.0;
+
 XF_INLINE double poisson(SampleRng& r, double lam) {
   if (!(lam > 0.0)) return 0.0;
-  if (lam < 10.0) {
-    const double limit = std::exp(-lam);
-    double prod = uniform(r);
-    double k = 0.0;
-    while (prod > limit) {
-      prod *= uniform(r);
+  if (lam < kPoissonExactBelow) {
+    const double u = uniform32(r);
+    double k = 0.0, term = std::exp(-lam), cdf = term;
+    while (u > cdf && k < 200.0) {
       k += 1.0;
+      term *= lam / k;
+      cdf += term;
     }
     return k;
   }
-  const double slam = std::sqrt(lam), loglam = std::log(lam);
-  const double b = 0.931 + 2.53 * slam, a = -0.059 + 0.02483 * b;
-  const double inv_alpha = 1.1239 + 1.1328 / (b - 3.4), vr = 0.9277 - 3.6224 / (b - 2.0);
-  for (;;) {
-    const double u = uniform(r) - 0.5, v = uniform(r);
-    const double us = 0.5 - std::fabs(u);
-    const double k = std::floor((2.0 * a / us + b) * u + lam + 0.43);
-    if (us >= 0.07 && v <= vr) return k;
-    if (k < 0.0 || (us < 0.013 && v > us)) continue;
-    if (std::log(v) + std::log(inv_alpha) - std::log(a / (us * us) + b) <= -lam + k * loglam - std::lgamma(k + 1.0))
-      return k;
-  }
+  const double z = normal(r), s = std::sqrt(lam);
+  const double x = lam + z * s + (z * z - 1.0) / 6.0 + (z * z * z - 7.0 * z) / (72.0 * s) + 0.5;
+  return x > 0.0 ? static_cast<double>(static_cast<int64_t>(x)) : 0.0;  // rounded, without a libm call
 }
 
 // ------------------------------------------------------------ the effects
