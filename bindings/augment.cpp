@@ -107,8 +107,6 @@ py::tuple render_augmented(const py::dict& cache, py::object indices, const py::
   const auto n = length(indices);
   const xrdflow::AugmentConfig cfg = augment_config(config);
   const xrdflow::RenderOptions o = xrdflow_bind::render_options(instrument, threads);
-  xrdflow::validate_augment(c, cfg);
-  xrdflow::validate_render_options(o);
   const auto n_params = static_cast<py::ssize_t>(xrdflow::augment_parameter_names().size());
   py::array_t<float> out({n, static_cast<py::ssize_t>(o.n_points)});
   py::array_t<double> params({n, n_params});

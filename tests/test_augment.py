@@ -348,5 +348,7 @@ def test_bad_render_arguments():
         sim.render(cache, indices=[0.5], augmentation=aug)
     with pytest.raises(ValueError, match="seed"):
         sim.render(cache, augmentation=aug, seed=-1)
+    with pytest.raises(ValueError, match="epoch"):
+        sim.render(cache, augmentation=aug, epoch=2 ** 32)
     with pytest.raises(TypeError, match="Augmentation"):
         sim.render(cache, augmentation={"strain": 0.1})

@@ -103,6 +103,22 @@ def test_every_structure_once_two_ranks(monkeypatch, sim, cache, shuffle, num_wo
         assert sorted(got.tolist()) == sorted(per_rank[rank].tolist())
 
 
+def test_rank_travels_with_pickled_stream(monkeypatch, sim, cache):
+    """Spawned workers do not have torch.distributed initialized: the rank of the
+    process that pickled the stream is used there."""
+    import pickle
+
+    stream = PatternStream(cache, sim, None, batch_size=4)
+    monkeypatch.setattr(stream_mod, "distributed_rank_world", lambda: (1, 2))
+    blob = pickle.dumps(stream)
+    monkeypatch.setattr(stream_mod, "distributed_rank_world", lambda: None)
+    assert np.array_equal(indices_of(collect(stream)), stream.order())  # here: rank 0 of 1
+    clone = pickle.loads(blob)
+    assert np.array_equal(indices_of(collect(clone)), stream.shard_indices(rank=1, world_size=2))
+    monkeypatch.setattr(stream_mod, "distributed_rank_world", lambda: (0, 3))  # live value wins
+    assert np.array_equal(indices_of(collect(clone)), stream.shard_indices(rank=0, world_size=3))
+
+
 def _gloo_worker(rank, world_size, init_file, out_dir, cache, sim):
     import torch.distributed as dist
 
@@ -250,11 +266,14 @@ def test_pattern_is_zero_copy(sim, cache, monkeypatch):
         return y, params
 
     monkeypatch.setattr(sim, "render", spy)
-    batches = collect(PatternStream(cache, sim, AUG, batch_size=8))
-    assert len(rendered) == len(batches) == 3
-    for b, y in zip(batches, rendered):
-        assert b["pattern"].data_ptr() == y.ctypes.data
-        assert b["pattern"].is_contiguous()
+    stream = PatternStream(cache, sim, AUG, batch_size=8)
+    for source in (stream, loader(stream, 0)):  # also through DataLoader(num_workers=0)
+        rendered.clear()
+        batches = collect(source)
+        assert len(rendered) == len(batches) == 3
+        for b, y in zip(batches, rendered):
+            assert b["pattern"].data_ptr() == y.ctypes.data
+            assert b["pattern"].is_contiguous()
 
 
 def test_params_match_render(sim, cache):
@@ -271,6 +290,18 @@ def test_params_match_render(sim, cache):
             assert t.shape == value.shape, name
             assert np.array_equal(t.numpy(), value, equal_nan=True), name
     assert b["strain"].shape[1:] == (6,) and b["counts"].dtype == torch.float64
+    assert b["po_direction"].dtype == torch.int64 and b["index"].dtype == torch.int64
+    # index and parameters share one storage (one shared-memory segment per batch from a worker)
+    assert len({t.untyped_storage().data_ptr() for k, t in b.items() if k != "pattern"}) == 1
+
+
+def test_params_through_workers(sim, cache):
+    stream = PatternStream(cache, sim, AUG, batch_size=5, seed=3)
+    direct = {k: by_index(collect(stream), k) for k in ("pattern", "strain", "counts", "po_direction")}
+    got = collect(loader(stream, 2))
+    for k, ref in direct.items():
+        values = by_index(got, k)
+        assert all(np.array_equal(values[i], ref[i]) for i in ref), k
 
 
 @pytest.mark.parametrize("augmentation", [None, xf.Augmentation.none()])

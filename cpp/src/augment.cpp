@@ -33,11 +33,27 @@ double metric_dot(const Metric& g, const double* u, const double* v) {
          (u[0] * v[2] + u[2] * v[0]) * g.g13 + (u[1] * v[2] + u[2] * v[1]) * g.g23;
 }
 
+// The rows of one cached structure, checked when a sample uses it.
+void check_structure(const CacheView& c, int64_t s) {
+  if (!(c.cell_mass[s] > 0.0) || !std::isfinite(c.cell_mass[s])) fail("structure ", s, " has no positive cell mass");
+  const double v2 = metric_determinant(direct_metric(c.lattices + 9 * s));
+  if (!(v2 > 0.0) || !std::isfinite(v2)) fail("structure ", s, " of the cache has a degenerate lattice");
+  for (int64_t i = 9 * c.laue_offsets[s]; i < 9 * c.laue_offsets[s + 1]; ++i)
+    if (c.laue_rotations[i] < -64 || c.laue_rotations[i] > 64) fail("Laue rotation entries must lie in [-64, 64]");
+  for (int64_t i = c.refl.offsets[s]; i < c.refl.offsets[s + 1]; ++i) {
+    if (!(c.refl.d[i] > 0.0) || !std::isfinite(c.refl.d[i]) || !std::isfinite(c.refl.f2[i]) || c.refl.multiplicity[i] < 1)
+      fail("reflection ", i, " is invalid (needs d > 0, finite |F|^2, multiplicity >= 1)");
+    for (int k = 0; k < 3; ++k)
+      if (c.hkl[3 * i + k] < -100000 || c.hkl[3 * i + k] > 100000) fail("reflection ", i, " has absurd Miller indices");
+  }
+}
+
 // One phase of a sample: its reflections with strained d and weights
 // M |F|^2 x (Debye-Waller) x (texture), appended to d_out / w_out.
 void draw_phase(const CacheView& c, int64_t s, const AugmentConfig& cfg, double lambda1, double cos2m, bool neutron,
                 double phase_scale, SampleRng& rng, double* row, bool report, std::vector<double>& d_out,
                 std::vector<double>& w_out) {
+  check_structure(c, s);
   double e[6] = {0, 0, 0, 0, 0, 0};
   for (double& x : e) x = cfg.strain > 0.0 ? uniform_in(rng, -cfg.strain, cfg.strain) : 0.0;
   const bool textured = bernoulli(rng, cfg.po_probability);
@@ -270,19 +286,19 @@ const std::vector<std::string>& augment_parameter_names() {
 
 void validate_augment(const CacheView& c, const AugmentConfig& cfg) {
   if (augment_parameter_names().size() != static_cast<size_t>(P_COUNT)) fail("internal: parameter names out of sync");
-  validate_reflections(c.refl);
-  for (int64_t s = 0; s < c.refl.n_structures; ++s) {
-    const int64_t n_laue = c.laue_offsets[s + 1] - c.laue_offsets[s];
-    if (c.laue_offsets[s + 1] < c.laue_offsets[s] || n_laue < 1 || n_laue > 48)
-      fail("structure ", s, " of the cache has ", n_laue, " Laue operations (needs 1 to 48)");
-    if (!(c.cell_mass[s] > 0.0) || !std::isfinite(c.cell_mass[s])) fail("structure ", s, " has no positive cell mass");
-    const double v2 = metric_determinant(direct_metric(c.lattices + 9 * s));
-    if (!(v2 > 0.0) || !std::isfinite(v2)) fail("structure ", s, " of the cache has a degenerate lattice");
-  }
-  if (c.laue_offsets[0] != 0 || c.laue_offsets[c.refl.n_structures] != c.n_laue)
+  // Only O(number of structures) checks here, so a call that renders a few
+  // samples from a huge cache stays cheap; the rows of each structure are
+  // checked when a sample first uses it (check_structure).
+  const int64_t n = c.refl.n_structures;
+  if (c.refl.offsets[0] != 0 || c.refl.offsets[n] != c.refl.n_reflections)
+    fail("reflection offsets must start at 0 and end at the number of reflections");
+  if (c.laue_offsets[0] != 0 || c.laue_offsets[n] != c.n_laue)
     fail("Laue offsets must start at 0 and end at the number of Laue operations");
-  for (int64_t i = 0; i < 9 * c.n_laue; ++i)
-    if (c.laue_rotations[i] < -64 || c.laue_rotations[i] > 64) fail("Laue rotation entries must lie in [-64, 64]");
+  for (int64_t s = 0; s < n; ++s) {
+    if (c.refl.offsets[s + 1] < c.refl.offsets[s]) fail("reflection offsets must be non-decreasing (structure ", s, ")");
+    const int64_t n_laue = c.laue_offsets[s + 1] - c.laue_offsets[s];
+    if (n_laue < 1 || n_laue > 48) fail("structure ", s, " of the cache has ", n_laue, " Laue operations (needs 1 to 48)");
+  }
   if (cfg.max_phases < 1 || cfg.max_phases > kMaxPhases) fail("max_phases must be 1, 2 or 3");
   if (cfg.chebyshev_order < 0 || cfg.chebyshev_order > 15) fail("chebyshev_order must be in [0, 15]");
   if (!(cfg.radius_mm > 0.0)) fail("goniometer radius must be positive");

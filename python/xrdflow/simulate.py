@@ -126,9 +126,10 @@ def _indices(indices, n: int) -> np.ndarray:
     return np.ascontiguousarray(idx, dtype=np.int64)
 
 
-def _unsigned(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2 ** 64:
-        raise ValueError(f"{name} must be an integer in [0, 2^64), got {value!r}")
+def _unsigned(name: str, value, bits: int) -> int:
+    # The random stream's counter holds 64 bits of seed and 32 of epoch.
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2 ** bits:
+        raise ValueError(f"{name} must be an integer in [0, 2^{bits}), got {value!r}")
     return int(value)
 
 
@@ -434,7 +435,7 @@ class Simulator:
         cache = {f: getattr(reflections, f) for f in ("offsets", "d", "F2", "multiplicity", "hkl", "lattices",
                                                       "laue_offsets", "laue_rotations", "cell_mass")}
         y, table = _core.render_augmented(cache, idx, augmentation.core_config(), self._instrument(),
-                                          seed=_unsigned("seed", seed), epoch=_unsigned("epoch", epoch),
+                                          seed=_unsigned("seed", seed, 64), epoch=_unsigned("epoch", epoch, 32),
                                           threads=_threads(threads))
         return y, split_parameters(_core.augment_parameter_names(), table)
 

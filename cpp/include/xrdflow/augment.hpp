@@ -56,7 +56,7 @@ XF_INLINE SampleRng make_sample_rng(uint64_t seed, uint64_t epoch, uint64_t inde
   r.key1 = static_cast<uint32_t>(seed >> 32);
   r.c0 = static_cast<uint32_t>(index);
   r.c1 = static_cast<uint32_t>(index >> 32);
-  // Epochs beyond 2^32 wrap; the seed's upper bits still separate runs.
+  // The Python layer keeps epochs below 2^32.
   r.c2 = static_cast<uint32_t>(epoch);
   r.block = 0;
   r.word = 4;
