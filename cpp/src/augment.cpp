@@ -251,9 +251,7 @@ void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, cons
     row[P_COUNTS] = counts;
     row[P_READ_NOISE] = read;
     for (int i = 0; i < np; ++i) {
-      double y = poisson(rng, counts * std::max(0.0, acc[i]));
-      if (read > 0.0) y += read * normal(rng);
-      acc[i] = y / counts;
+      acc[i] = counting_noise(rng, counts * std::max(0.0, acc[i]), read) / counts;
     }
   }
   const double scale = uniform_in(rng, cfg.scale_lo, cfg.scale_hi);

@@ -47,7 +47,8 @@ hump_fwhm_deg,           relative to the strongest peak                        (
 hump_level
 noise_probability        chance of counting noise                              1.0
 counts                   counts in the strongest point (log-uniform):          (1e3, 1e5)
-                         Poisson noise
+                         Poisson noise (exact below 20 counts, Cornish-Fisher
+                         expansion of Poisson + read noise above)
 read_noise               Gaussian read noise (counts, standard deviation)      (0.0, 3.0)
 scale                    overall scale factor after normalization              (1.0, 1.0)
 =======================  ====================================================  ===========================

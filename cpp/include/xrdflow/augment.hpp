@@ -116,31 +116,42 @@ XF_INLINE double inverse_normal_cdf(double p) {
 
 XF_INLINE double normal(SampleRng& r) { return inverse_normal_cdf(uniform32(r)); }
 
-// Poisson deviate with mean lam >= 0.  Exact by inversion (sequential
-// search) below kPoissonExactBelow; above, the Cornish-Fisher expansion of
-// the Poisson quantile, lam + z sqrt(lam) + (z^2 - 1)/6 + (z^3 - 7z)/(72 sqrt(lam)),
-// rounded (Johnson, Kemp & Kotz, Univariate Discrete Distributions, 3rd ed.,
-// sec. 4.4): mean and variance exact to O(1/lam), skewness 1/sqrt(lam) as for
-// the Poisson, one normal deviate per draw and no transcendental function
-// beyond a square root.
+// Counts recorded for a mean of lam >= 0 photons with Gaussian read noise of
+// standard deviation sigma >= 0: Poisson(lam) + N(0, sigma^2).
+// Below kPoissonExactBelow the Poisson part is exact (inversion by
+// sequential search).  Above, the sum is drawn from one normal deviate z by
+// the Cornish-Fisher expansion (Cornish & Fisher, Rev. Inst. Int. Stat. 5,
+// 307 (1937)) with its cumulants k1 = lam, k2 = lam + sigma^2, k3 = k4 = lam:
+//   x = lam + s [z + (z^2 - 1) g1/6 + (z^3 - 3z) g2/24 - (2z^3 - 5z) g1^2/36],
+//   s = sqrt(k2), g1 = lam / s^3, g2 = lam / s^4,
+// so mean, variance, skewness and kurtosis match to O(1/lam); without read
+// noise the result is rounded to whole counts.
 constexpr double kPoissonExactBelow = 20.0;
 
-XF_INLINE double poisson(SampleRng& r, double lam) {
-  if (!(lam > 0.0)) return 0.0;
-  if (lam < kPoissonExactBelow) {
-    const double u = uniform32(r);
-    double k = 0.0, term = std::exp(-lam), cdf = term;
-    while (u > cdf && k < 200.0) {
-      k += 1.0;
-      term *= lam / k;
-      cdf += term;
-    }
-    return k;
+XF_INLINE double poisson_exact(SampleRng& r, double lam) {
+  const double u = uniform32(r);
+  double k = 0.0, term = std::exp(-lam), cdf = term;
+  while (u > cdf && k < 200.0) {
+    k += 1.0;
+    term *= lam / k;
+    cdf += term;
   }
-  const double z = normal(r), s = std::sqrt(lam);
-  const double x = lam + z * s + (z * z - 1.0) / 6.0 + (z * z * z - 7.0 * z) / (72.0 * s) + 0.5;
-  return x > 0.0 ? static_cast<double>(static_cast<int64_t>(x)) : 0.0;  // rounded, without a libm call
+  return k;
 }
+
+XF_INLINE double counting_noise(SampleRng& r, double lam, double sigma) {
+  if (!(lam > 0.0)) return sigma > 0.0 ? sigma * normal(r) : 0.0;
+  if (lam < kPoissonExactBelow) return poisson_exact(r, lam) + (sigma > 0.0 ? sigma * normal(r) : 0.0);
+  const double z = normal(r), z2 = z * z;
+  const double var = lam + sigma * sigma, s = std::sqrt(var);
+  const double g1 = lam / (var * s), g2 = lam / (var * var);
+  const double x = lam + s * (z + (z2 - 1.0) * g1 / 6.0 + (z2 - 3.0) * z * g2 / 24.0 - (2.0 * z2 - 5.0) * z * g1 * g1 / 36.0);
+  if (sigma > 0.0) return x;
+  const double rounded = x + 0.5;
+  return rounded > 0.0 ? static_cast<double>(static_cast<int64_t>(rounded)) : 0.0;  // no libm call
+}
+
+XF_INLINE double poisson(SampleRng& r, double lam) { return counting_noise(r, lam, 0.0); }
 
 // ------------------------------------------------------------ the effects
 
