@@ -59,7 +59,11 @@ void accumulate_lines(const Grid& grid, const double* d, const double* weight, i
                       const ProfileParams& profile, const Placement& place, double cos2_2theta_m, bool neutron,
                       double cutoff_rel, double* acc) {
   const double lo = grid.x[0], hi = grid.x[grid.n - 1];
-  std::vector<double> tails(grid.n + 2, 0.0);  // second differences of the far Lorentzian tails
+  // Second differences of the far Lorentzian tails: one zeroed buffer per
+  // thread, reused (finish_tails clears what it touched).
+  thread_local std::vector<double> buffer;
+  if (buffer.size() < static_cast<size_t>(grid.n) + 2) buffer.assign(grid.n + 2, 0.0);
+  TailBuffer tails{buffer.data(), grid.n + 2, -1};
   for (int line = 0; line < lines.n; ++line) {
     const double lambda = lines.wavelengths[line], line_weight = lines.weights[line];
     if (line_weight == 0.0) continue;
@@ -78,10 +82,10 @@ void accumulate_lines(const Grid& grid, const double* d, const double* weight, i
       const double reach = cut.gauss > cut.lorentz ? cut.gauss : cut.lorentz;
       if (centre + reach < lo || centre - reach > hi) continue;
       const double area = line_weight * weight[i] * lorentz_polarization_sc(sin_t, cos_t, cos2_2theta_m, neutron);
-      add_peak(grid, centre, area, shape.fwhm_deg, shape.eta, cut, acc, tails.data());
+      add_peak(grid, centre, area, shape.fwhm_deg, shape.eta, cut, acc, &tails);
     }
   }
-  finish_tails(tails.data(), grid.n, acc);
+  finish_tails(tails, grid.n, acc);
 }
 
 namespace {

@@ -23,7 +23,8 @@ __global__ void k(const double* lat, const double* frac, const int* kind, const 
   PeakShape shape = tch_shape_tc(s / c, c, 1.54, ProfileParams{0.01, 0, 0.01, 0, 0.01, 0, 0.9, 0});
   Cutoffs cut = profile_cutoffs(shape.fwhm_deg, shape.eta, 1e-3);
   Grid gr{grid, n, true, grid[0], 1.0 / (grid[1] - grid[0])};
-  add_peak(gr, 30.0, lorentz_polarization_sc(s, c, 1.0, false), shape.fwhm_deg, shape.eta, cut, out, out + n);
-  finish_tails(out + n, n, out);
+  TailBuffer tails{out + n, n + 2, -1};
+  add_peak(gr, 30.0, lorentz_polarization_sc(s, c, 1.0, false), shape.fwhm_deg, shape.eta, cut, out, &tails);
+  finish_tails(tails, n, out);
 }
 int main() { return 0; }

@@ -44,32 +44,42 @@ XF_INLINE int lower_index(const Grid& g, double v) {
 // h^2 / 8 * 1.5 A H^2 / x^4, i.e. h <= x^2 sqrt(tol / 0.1875) / H.
 constexpr double kTailTolerance = 1e-5;
 
-// Add v0 + slope (k - i) for k in [i, e) to the pattern whose second
-// differences are d2 (length n + 2).
-XF_INLINE void add_linear_piece(double* d2, int i, int e, double v0, double slope) {
+// Second differences of the far tails (d2, length n + 2, all zero when
+// unused) and the index range [lo, hi] they touch.
+struct TailBuffer {
+  double* d2;
+  int lo, hi;
+};
+
+// Add v0 + slope (k - i) for k in [i, e) to the pattern encoded in t.
+XF_INLINE void add_linear_piece(TailBuffer& t, int i, int e, double v0, double slope) {
   const double last = v0 + slope * (e - 1 - i);
-  d2[i] += v0;
-  d2[i + 1] += slope - v0;
-  d2[e] -= last + slope;
-  d2[e + 1] += last;
+  t.d2[i] += v0;
+  t.d2[i + 1] += slope - v0;
+  t.d2[e] -= last + slope;
+  t.d2[e + 1] += last;
+  if (i < t.lo) t.lo = i;
+  if (e + 1 > t.hi) t.hi = e + 1;
 }
 
-// out[k] += the pattern encoded in d2 (two running sums); d2 is cleared.
-XF_INLINE void finish_tails(double* d2, int n, double* out) {
+// out[k] += the pattern encoded in t (two running sums over the touched
+// range; each piece's terms cancel beyond its end), then clear t.
+XF_INLINE void finish_tails(TailBuffer& t, int n, double* out) {
   double diff = 0.0, value = 0.0;
-  for (int k = 0; k < n; ++k) {
-    diff += d2[k];
+  for (int k = t.lo; k <= t.hi; ++k) {
+    diff += t.d2[k];
     value += diff;
-    out[k] += value;
-    d2[k] = 0.0;
+    if (k < n) out[k] += value;
+    t.d2[k] = 0.0;
   }
-  d2[n] = d2[n + 1] = 0.0;
+  t.lo = n + 2;
+  t.hi = -1;
 }
 
 // Lorentzian amp / (1 + inv_h2 dx^2) on grid points [lo, hi): exactly within
 // `exact` of the centre, as linear pieces (into d2) beyond.
 XF_INLINE void add_lorentzian(const Grid& g, double centre, double amp, double fwhm, double inv_h2, int lo, int hi,
-                              double exact, double* __restrict__ out, double* d2) {
+                              double exact, double* __restrict__ out, TailBuffer* d2) {
   const double* __restrict__ grid = g.x;
   const int in_lo = d2 ? (lower_index(g, centre - exact) > lo ? lower_index(g, centre - exact) : lo) : lo;
   const int in_hi = d2 ? (lower_index(g, centre + exact) < hi ? lower_index(g, centre + exact) : hi) : hi;
@@ -91,7 +101,7 @@ XF_INLINE void add_lorentzian(const Grid& g, double centre, double amp, double f
     width = width < 1 ? 1 : width;
     const int e = k + width < hi ? k + width : hi;
     const double v0 = value_at(k);
-    add_linear_piece(d2, k, e, v0, (value_at(e) - v0) / (e - k));
+    add_linear_piece(*d2, k, e, v0, (value_at(e) - v0) / (e - k));
     k = e;
   }
   // Left tail, walking outwards (downwards).
@@ -101,7 +111,7 @@ XF_INLINE void add_lorentzian(const Grid& g, double centre, double amp, double f
     width = width < 1 ? 1 : width;
     const int k = e - width > lo ? e - width : lo;
     const double v0 = value_at(k);
-    add_linear_piece(d2, k, e, v0, (value_at(e) - v0) / (e - k));
+    add_linear_piece(*d2, k, e, v0, (value_at(e) - v0) / (e - k));
     e = k;
   }
 }
@@ -111,11 +121,11 @@ XF_INLINE void add_lorentzian(const Grid& g, double centre, double amp, double f
 // (Thompson, Cox & Hastings 1987, eq. 1) centred at `centre` to out[], on
 // the points of `grid` within each component's cutoff (profile_cutoffs).  The
 // Gaussian is short and evaluated exactly; the Lorentzian exactly near the
-// centre and, on uniform grids with a tail buffer d2 (else nullptr), as
-// linear pieces in the far tail.  Profiles are point-sampled (as in Rietveld
+// centre and, on uniform grids with a tail buffer d2 (else nullptr) and a
+// tail longer than 32 points, as linear pieces in the far tail.  Profiles are point-sampled (as in Rietveld
 // programs), so the step should be finer than the FWHM.
 XF_INLINE void add_peak(const Grid& g, double centre, double area, double fwhm, double eta, const Cutoffs& cut,
-                        double* __restrict__ out, double* d2) {
+                        double* __restrict__ out, TailBuffer* d2) {
   if (!(fwhm > 0.0)) return;
   const double* __restrict__ grid = g.x;
   const double inv_h2 = 4.0 / (fwhm * fwhm);
@@ -125,7 +135,9 @@ XF_INLINE void add_peak(const Grid& g, double centre, double area, double fwhm, 
     // Exact out to where linear pieces would span two steps, and at least 2 FWHM.
     const double two_steps = std::sqrt(2.0 * fwhm / (g.inv_step * std::sqrt(kTailTolerance / 0.1875)));
     const double exact = two_steps > 2.0 * fwhm ? two_steps : 2.0 * fwhm;
-    add_lorentzian(g, centre, amp, fwhm, inv_h2, lo, hi, exact, out, g.uniform ? d2 : nullptr);
+    // Pieces pay off only for long tails (broad peaks); short ones stay exact.
+    const bool pieces = g.uniform && d2 && (cut.lorentz - exact) * g.inv_step > 32.0;
+    add_lorentzian(g, centre, amp, fwhm, inv_h2, lo, hi, exact, out, pieces ? d2 : nullptr);
   }
   if (cut.gauss > 0.0) {
     const double amp = area * (1.0 - eta) * 2.0 * std::sqrt(kLn2 / kPi) / fwhm;
