@@ -430,13 +430,18 @@ def _read_npz(path: Path) -> dict:
         with zf.open(version_info) as member:
             _check_version(source, np.lib.format.read_array(member, allow_pickle=False))
         names = _field_names()
-        missing = [n for n in names if n not in seen]
-        if missing:
-            raise _bad(source, f"missing field(s) {', '.join(map(repr, missing))}")
-        extra = sorted(set(seen) - set(names))
-        if extra:
-            raise _bad(source, f"unexpected entries {', '.join(map(repr, extra))} (not fields of Reflections)")
+        _check_members(source, seen, names, "entries")
         return {name: _read_npy_member(zf, seen[name], name, source) for name in names}
+
+
+def _check_members(source: str, present, names: list[str], what: str) -> None:
+    """Every field stored, nothing else."""
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise _bad(source, f"missing field(s) {', '.join(map(repr, missing))}")
+    extra = sorted(set(present) - set(names))
+    if extra:
+        raise _bad(source, f"unexpected {what} {', '.join(map(repr, extra))} (not fields of Reflections)")
 
 
 # ---------------------------------------------------------------- HDF5
@@ -457,13 +462,7 @@ def _read_h5(path: Path) -> dict:
             raise _bad(source, f"not an xrdflow Reflections file (no {VERSION_KEY} attribute)")
         _check_version(source, f.attrs[VERSION_KEY])
         names = _field_names()
-        members = list(f.keys())
-        missing = [n for n in names if n not in members]
-        if missing:
-            raise _bad(source, f"missing field(s) {', '.join(map(repr, missing))}")
-        extra = sorted(set(members) - set(names))
-        if extra:
-            raise _bad(source, f"unexpected members {', '.join(map(repr, extra))} (not fields of Reflections)")
+        _check_members(source, list(f.keys()), names, "members")
         out = {}
         for name in names:
             link = f.get(name, getlink=True)
