@@ -94,24 +94,29 @@ XF_INLINE void add_lorentzian(const Grid& g, double centre, double amp, double f
     const double dx = g.start + k * step - centre;
     return amp / (1.0 + inv_h2 * dx * dx);
   };
-  // Right tail, walking outwards: each piece is sized at its near end.
+  // Right tail, walking outwards: each piece is sized at its near end and
+  // shares its end value with the next piece.
+  double v0 = value_at(in_hi);
   for (int k = in_hi; k < hi;) {
     const double x = g.start + k * step - centre;
     int width = static_cast<int>(spacing * x * x);
     width = width < 1 ? 1 : width;
     const int e = k + width < hi ? k + width : hi;
-    const double v0 = value_at(k);
-    add_linear_piece(*d2, k, e, v0, (value_at(e) - v0) / (e - k));
+    const double v1 = value_at(e);
+    add_linear_piece(*d2, k, e, v0, (v1 - v0) / (e - k));
+    v0 = v1;
     k = e;
   }
   // Left tail, walking outwards (downwards).
+  double v1 = value_at(in_lo);
   for (int e = in_lo; e > lo;) {
     const double x = centre - (g.start + (e - 1) * step);
     int width = static_cast<int>(spacing * x * x);
     width = width < 1 ? 1 : width;
     const int k = e - width > lo ? e - width : lo;
-    const double v0 = value_at(k);
-    add_linear_piece(*d2, k, e, v0, (value_at(e) - v0) / (e - k));
+    const double v_k = value_at(k);
+    add_linear_piece(*d2, k, e, v_k, (v1 - v_k) / (e - k));
+    v1 = v_k;
     e = k;
   }
 }
@@ -135,8 +140,13 @@ XF_INLINE void add_peak(const Grid& g, double centre, double area, double fwhm, 
     // Exact out to where linear pieces would span two steps, and at least 2 FWHM.
     const double two_steps = std::sqrt(2.0 * fwhm / (g.inv_step * std::sqrt(kTailTolerance / 0.1875)));
     const double exact = two_steps > 2.0 * fwhm ? two_steps : 2.0 * fwhm;
-    // Pieces pay off only for long tails (broad peaks); short ones stay exact.
-    const bool pieces = g.uniform && d2 && (cut.lorentz - exact) * g.inv_step > 32.0;
+    // A piece costs about as much as ten exact points: use pieces only where
+    // a tail holds many more points than pieces (broad peaks, long tails).
+    // Pieces per side ~ (H / c) (1 / exact - 1 / cutoff), c = sqrt(tol / 0.1875).
+    const double c_tail = std::sqrt(kTailTolerance / 0.1875);
+    const double tail_points = (cut.lorentz - exact) * g.inv_step;
+    const double tail_pieces = fwhm / c_tail * (1.0 / exact - 1.0 / cut.lorentz);
+    const bool pieces = g.uniform && d2 && tail_points > 10.0 * tail_pieces + 32.0;
     add_lorentzian(g, centre, amp, fwhm, inv_h2, lo, hi, exact, out, pieces ? d2 : nullptr);
   }
   if (cut.gauss > 0.0) {
