@@ -250,8 +250,9 @@ void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, cons
     const double read = uniform_in(rng, cfg.read_noise_lo, cfg.read_noise_hi);
     row[P_COUNTS] = counts;
     row[P_READ_NOISE] = read;
+    const double inv_counts = 1.0 / counts;
     for (int i = 0; i < np; ++i) {
-      acc[i] = counting_noise(rng, counts * std::max(0.0, acc[i]), read) / counts;
+      acc[i] = counting_noise(rng, counts * std::max(0.0, acc[i]), read) * inv_counts;
     }
   }
   const double scale = uniform_in(rng, cfg.scale_lo, cfg.scale_hi);

@@ -143,8 +143,8 @@ XF_INLINE double counting_noise(SampleRng& r, double lam, double sigma) {
   if (!(lam > 0.0)) return sigma > 0.0 ? sigma * normal(r) : 0.0;
   if (lam < kPoissonExactBelow) return poisson_exact(r, lam) + (sigma > 0.0 ? sigma * normal(r) : 0.0);
   const double z = normal(r), z2 = z * z;
-  const double var = lam + sigma * sigma, s = std::sqrt(var);
-  const double g1 = lam / (var * s), g2 = lam / (var * var);
+  const double var = lam + sigma * sigma, s = std::sqrt(var), inv_var = 1.0 / var;
+  const double g2 = lam * inv_var * inv_var, g1 = g2 * s;  // lam / s^3 = (lam / s^4) s: one division
   const double x = lam + s * (z + (z2 - 1.0) * g1 / 6.0 + (z2 - 3.0) * z * g2 / 24.0 - (2.0 * z2 - 5.0) * z * g1 * g1 / 36.0);
   if (sigma > 0.0) return x;
   const double rounded = x + 0.5;
