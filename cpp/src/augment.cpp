@@ -212,8 +212,10 @@ void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, cons
   row[P_BACKGROUND] = row[P_HUMP] = row[P_HUMP_CENTER] = row[P_HUMP_FWHM] = row[P_COUNTS] = row[P_READ_NOISE] = 0.0;
   if (background || hump || noise) {
     const double peak = *std::max_element(acc, acc + np);
-    if (peak > 0.0)
-      for (int i = 0; i < np; ++i) acc[i] /= peak;
+    if (peak > 0.0) {
+      const double inv_peak = 1.0 / peak;
+      for (int i = 0; i < np; ++i) acc[i] *= inv_peak;
+    }
   }
   if (background) {
     // A smooth, non-negative Chebyshev background of height <= level:
