@@ -2,15 +2,16 @@
 
 The work is split as in DESIGN.md:
 
-1. *reflections* (expensive, once per structure): spglib symmetry in Python,
-   then in C++ the symmetry-unique hkl up to d_min, their multiplicities and
-   Friedel-averaged |F|^2 (:meth:`Simulator.reflections`);
+1. *reflections* (expensive, once per structure): in C++, the space-group
+   operations (or spglib's, with ``symmetry="spglib"``), the symmetry-unique
+   hkl up to d_min, their multiplicities and Friedel-averaged |F|^2
+   (:meth:`Simulator.reflections`, a :class:`~xrdflow.Reflections` cache);
 2. *render* (cheap, every sample): Bragg angles for each emission line,
-   Lorentz-polarization, TCH pseudo-Voigt profiles on the output grid
-   (:meth:`Simulator.render`).
+   Lorentz-polarization, TCH pseudo-Voigt profiles on the output grid, with
+   optional physical augmentation (:meth:`Simulator.render`).
 
 Both stages take whole batches as flat (CSR) arrays and run in C++ threads
-with the GIL released.
+with the GIL released; :meth:`Simulator.patterns` runs them fused.
 """
 from __future__ import annotations
 
