@@ -2,7 +2,9 @@
 
 ``xrdflow simulate FILE.cif`` (or ``--example NaCl``) prints the space group,
 cell, radiation and the list of lines, and optionally writes the pattern as a
-two-column text file (``-o``) and a plot (``--plot``).
+two-column text file (``-o``) and a plot (``--plot``).  ``xrdflow dataset
+import|generate|dedup|info`` builds and checks sharded data sets (see
+:mod:`xrdflow.data.dataset_cli`).
 
 User errors (missing or malformed files, impossible ranges, invalid options)
 are reported as one line ``xrdflow: error: ...`` on stderr with exit status 2,
@@ -309,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--normalization", choices=("max", "area", "none"), default="max",
                      help="max: strongest point = 1 (default); area: unit area; none: absolute M|F|^2 LP")
     sim.set_defaults(func=_cmd_simulate)
+
+    from .data.dataset_cli import add_dataset_parser
+
+    add_dataset_parser(sub)
     return parser
 
 

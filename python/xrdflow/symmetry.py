@@ -9,6 +9,7 @@ or a supercell), which is what the reflection enumeration needs.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -16,6 +17,15 @@ import numpy as np
 import spglib
 
 from .structure import Structure
+
+@contextlib.contextmanager
+def quiet_spglib():
+    """Silence spglib 2.5+'s notice about its future error handling, which it
+    repeats on every call; xrdflow handles both behaviours (None or SpglibError)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*OLD_ERROR_HANDLING", category=DeprecationWarning)
+        yield
+
 
 # Atoms closer than this (angstrom) are taken as one site.
 SITE_MERGE_TOLERANCE = 1e-3
@@ -73,10 +83,7 @@ def symmetry_operations(structure: Structure, symprec: float = 1e-3,
     positions, types = _sites(structure)
     cell = (np.asarray(structure.lattice), positions, types)
     try:
-        # spglib 2.5+ warns that failures will raise instead of returning None;
-        # both behaviours are handled here, so its deprecation notice is noise.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with quiet_spglib():
             sym = spglib.get_symmetry(cell, symprec=symprec, angle_tolerance=angle_tolerance)
             reason = spglib.get_error_message() if sym is None else ""
     except Exception as err:  # SpglibError
@@ -93,8 +100,7 @@ def space_group(structure: Structure, symprec: float = 1e-3) -> tuple[int, str]:
     """(International number, Hermann-Mauguin symbol) of the structure's space group."""
     positions, types = _sites(structure)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with quiet_spglib():
             dataset = spglib.get_symmetry_dataset((np.asarray(structure.lattice), positions, types), symprec=symprec)
     except Exception:  # SpglibError: no symmetry found
         dataset = None

@@ -110,6 +110,8 @@ from typing import Any
 import numpy as np
 import spglib
 
+from ..symmetry import quiet_spglib
+
 __all__ = [
     "CRYSTAL_SYSTEMS",
     "LAUE_CLASSES",
@@ -194,7 +196,8 @@ def _standard_hall_numbers() -> tuple[int, ...]:
     """Index sg -> first Hall number of that international number (index 0 unused)."""
     first = [0] * 231
     for hall in range(1, 531):
-        number = spglib.get_spacegroup_type(hall).number
+        with quiet_spglib():
+            number = spglib.get_spacegroup_type(hall).number
         if first[number] == 0:
             first[number] = hall
     assert all(first[1:]), "spglib database lacks a space group"
@@ -213,7 +216,8 @@ def standard_hall_number(sg: int) -> int:
 
 def space_group_symbol(sg: int) -> str:
     """Short Hermann-Mauguin symbol of the standard setting, e.g. 'P2_1/c', 'Fm-3m'."""
-    return spglib.get_spacegroup_type(standard_hall_number(sg)).international_short
+    with quiet_spglib():
+        return spglib.get_spacegroup_type(standard_hall_number(sg)).international_short
 
 
 def crystal_system(sg: int) -> str:
@@ -227,7 +231,8 @@ def crystal_system(sg: int) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _operations(sg: int) -> tuple[np.ndarray, np.ndarray]:
-    sym = spglib.get_symmetry_from_database(_standard_hall_numbers()[sg])
+    with quiet_spglib():
+        sym = spglib.get_symmetry_from_database(_standard_hall_numbers()[sg])
     rot = np.asarray(sym["rotations"], dtype=np.int64)
     trans = np.asarray(sym["translations"], dtype=np.float64)
     rot.setflags(write=False)
