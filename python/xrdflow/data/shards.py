@@ -116,6 +116,7 @@ from ..reflections import _check_offsets, _check_size, _field_names as _reflecti
 from ..reflections import _InvalidFile, _SCHEMA as _REFLECTION_SCHEMA
 from ..structure import Structure
 from ..symmetry import quiet_spglib
+from .dedup import space_group_number
 
 __all__ = ["Batch", "FORMAT", "FORMAT_VERSION", "Item", "MANIFEST", "ShardData", "ShardedDataset", "WriteResult",
            "describe_simulator", "is_dataset", "shard_name", "write_dataset"]
@@ -224,7 +225,7 @@ def _to_batch(produced, start: int) -> Batch:
         import xrdflow as xf
 
         with quiet_spglib():
-            groups = [xf.space_group(s)[0] if g is None else g for s, g in zip(structures, groups)]
+            groups = [space_group_number(s) if g is None else g for s, g in zip(structures, groups)]
     return Batch(ids, structures, space_groups=groups)
 
 
@@ -531,7 +532,7 @@ def _prepare(batch: Batch, start: int, stop: int | None, *, contents: dict, simu
         import xrdflow as xf
 
         with quiet_spglib():
-            sgs = np.array([xf.space_group(s)[0] for s in batch.structures], dtype=np.int64)
+            sgs = np.array([space_group_number(s) for s in batch.structures], dtype=np.int64)
     else:
         sgs = np.asarray(batch.space_groups)
         if sgs.shape != (n,) or (n and sgs.dtype.kind not in "iu"):
