@@ -485,6 +485,20 @@ def _read_h5(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------- atomic write
+def fsync_directory(directory: Path) -> None:
+    """Flush a directory entry (after a rename) to disk; a no-op where the OS refuses."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: Path, write) -> None:
     """``write(tmp)`` into a temporary file beside ``path``, fsync, ``os.replace``.
 
@@ -518,13 +532,4 @@ def _atomic_write(path: Path, write) -> None:
             os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    fsync_directory(directory)  # make the rename itself durable

@@ -109,7 +109,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..reflections import Reflections
+from ..reflections import Reflections, fsync_directory
 from ..reflections import _check_arrays as _check_reflection_arrays
 from ..reflections import _check_header as _check_reflection_header
 from ..reflections import _check_offsets, _check_size, _field_names as _reflection_fields
@@ -249,17 +249,6 @@ def describe_simulator(sim) -> dict:
 
 
 # ============================================================== small file helpers
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: Path, *, fsync: bool = False) -> tuple[str, int]:
@@ -292,7 +281,7 @@ def _write_json_atomic(path: Path, obj) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
 
 
 def write_json(path, obj) -> None:
@@ -590,7 +579,7 @@ def _write_shard(directory: Path, k: int, start: int, batch: Batch, prepared) ->
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(directory)
+    fsync_directory(directory)
     return {"file": name, "start": start, "stop": start + len(batch), "n_items": len(batch),
             "sha256": sha, "bytes": size}
 
