@@ -513,6 +513,19 @@ class Structure:
         return (type(self), (self.lattice, self.frac, self.numbers, self.charges,
                              self.occupancy, self.b_iso, self.label))
 
+    @classmethod
+    def _from_validated(cls, lattice, frac, numbers, charges, occupancy, b_iso, label) -> "Structure":
+        """Rebuild a structure from fields that a Structure already validated
+        (e.g. shipped back from a worker process) without validating again.
+        The arrays must have the exact dtypes and shapes; they are made read-only.
+        Not for user input: use the public constructors."""
+        obj = object.__new__(cls)
+        for name, value in zip(cls.__slots__, (lattice, frac, numbers, charges, occupancy, b_iso, label)):
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
+            object.__setattr__(obj, name, value)
+        return obj
+
     # -- constructors --------------------------------------------------------
 
     @classmethod

@@ -220,9 +220,8 @@ def _parse_atoms(ident, atoms):
 
 _PARSERS = {"cif_text": _parse_cif_text, "cif_file": _parse_cif_file, "ase": _parse_atoms}
 
-# Structure's state, in the order of Structure.__slots__ and of its __reduce__ arguments.
-_FIELDS = ("lattice", "frac", "numbers", "charges", "occupancy", "b_iso", "label")
-_ARRAY_FIELDS = _FIELDS[:-1]
+# Structure's array fields, in the order Structure._from_validated takes them.
+_ARRAY_FIELDS = ("lattice", "frac", "numbers", "charges", "occupancy", "b_iso")
 
 
 def _parse_chunk(kind, items, pack=False):
@@ -270,26 +269,16 @@ def _unpack(packed):
     """Structures from ``_parse_chunk(..., pack=True)``'s arrays, without re-validating.
 
     The fields were validated by Structure's constructor in the worker and are
-    shipped unchanged, so they are set directly (as read-only views); this
-    makes a returned structure cost microseconds instead of a full validation.
-    Falls back to the validating constructor if Structure's layout changes.
+    shipped unchanged, so Structure._from_validated rebuilds them as read-only
+    views; a returned structure costs microseconds instead of a full validation.
     """
     n_atoms = packed["n_atoms"]
     starts = np.concatenate(([0], np.cumsum(n_atoms)))
-    for name in _ARRAY_FIELDS:
-        packed[name].setflags(write=False)
-    trusted = tuple(Structure.__slots__) == _FIELDS
     out = []
     for k, label in enumerate(packed["label"]):
         lo, hi = int(starts[k]), int(starts[k + 1])
         values = [packed["lattice"][k]] + [packed[name][lo:hi] for name in _ARRAY_FIELDS[1:]]
-        if not trusted:
-            out.append(Structure(*values, label=label))
-            continue
-        s = object.__new__(Structure)
-        for name, value in zip(_FIELDS, values + [label]):
-            object.__setattr__(s, name, value)
-        out.append(s)
+        out.append(Structure._from_validated(*values, label))
     return out
 
 
