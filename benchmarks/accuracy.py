@@ -16,27 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import warnings
 from pathlib import Path
 
-import gemmi
 import numpy as np
 import spglib
 
 import xrdflow as xf
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "structures" / "mp20_biternary_test.csv.gz"
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402  (shared data loading and the gemmi reference)
 
 def load(n: int) -> list[xf.Structure]:
-    import csv
-    import gzip
-
-    with gzip.open(DATA, "rt", newline="") as fh:
-        rows = [r for _, r in zip(range(n), csv.DictReader(fh))]
-    return [xf.Structure.from_cif(r["cif"], label=r["material_id"]) for r in rows]
+    return [xf.Structure.from_cif(cif) for cif in C.load_cifs(n)]
 
 
 def idealized(s: xf.Structure) -> xf.Structure:
@@ -45,19 +38,6 @@ def idealized(s: xf.Structure) -> xf.Structure:
         lattice, frac, numbers = spglib.standardize_cell((s.lattice, s.frac, s.numbers), to_primitive=False,
                                                           no_idealize=False, symprec=1e-3)
     return xf.Structure.from_arrays(lattice, frac, [int(z) for z in numbers], label=s.label)
-
-
-def gemmi_f2(s: xf.Structure, hkl: np.ndarray) -> np.ndarray:
-    small = gemmi.SmallStructure()
-    small.cell = gemmi.UnitCell(*s.cell_parameters)
-    for x, z, occ, b in zip(s.frac, s.numbers, s.occupancy, s.b_iso):
-        site = gemmi.SmallStructure.Site()
-        site.element, site.fract, site.occ = gemmi.Element(int(z)), gemmi.Fractional(*x), float(occ)
-        site.u_iso = float(b) / (8 * math.pi ** 2)
-        small.add_site(site)
-    small.setup_cell_images()
-    calc = gemmi.StructureFactorCalculatorX(small.cell)
-    return np.array([abs(calc.calculate_sf_from_small_structure(small, [int(v) for v in h])) ** 2 for h in hkl])
 
 
 def merge_lines(x, values, tol):
@@ -73,7 +53,7 @@ def compare_gemmi(structures) -> dict:
     for s in structures:
         s = xf.Structure.from_arrays(s.lattice, s.frac, [int(z) for z in s.numbers], b_iso=0.3 + 0.02 * s.numbers)
         refl = sim.reflections([s])
-        ref = gemmi_f2(s, refl.hkl)
+        ref = C.gemmi_f2(C.to_gemmi(s), refl.hkl)
         strong = ref > 1e-3 * ref.max()
         errors.append(np.abs(refl.F2[strong] - ref[strong]) / ref[strong])
     errors = np.concatenate(errors)
@@ -113,8 +93,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n-structures", type=int, default=200)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    if not DATA.exists():
-        print(f"reference data not found at {DATA}", file=sys.stderr)
+    if not C.DATA.exists():
+        print(f"reference data not found at {C.DATA}", file=sys.stderr)
         return 2
     structures = load(args.n_structures)
     with warnings.catch_warnings():
