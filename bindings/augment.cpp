@@ -18,20 +18,13 @@ using xrdflow_bind::length;
 namespace {
 
 double number(const py::dict& d, const char* key) {
-  if (!d.contains(key)) throw py::value_error(std::string("augmentation config lacks the entry '") + key + "'");
-  const py::object v = d[key];
-  if (!py::isinstance<py::float_>(v) && !py::isinstance<py::int_>(v))
-    throw py::type_error(std::string("augmentation config['") + key + "'] must be a number");
-  const double x = v.cast<double>();
+  const double x = xrdflow_bind::dict_number(d, "augmentation config", key);
   if (!std::isfinite(x)) throw py::value_error(std::string("augmentation config['") + key + "'] must be finite");
   return x;
 }
 
 xrdflow::CacheView cache_view(const py::dict& c) {
-  auto get = [&](const char* key) -> py::object {
-    if (!c.contains(key)) throw py::value_error(std::string("cache lacks the entry '") + key + "'");
-    return c[key];
-  };
+  auto get = [&](const char* key) { return xrdflow_bind::dict_item(c, "cache", key); };
   xrdflow::CacheView v;
   v.refl.offsets = checked_array<int64_t>(get("offsets"), "offsets", {-1});
   v.refl.n_structures = length(get("offsets")) - 1;
@@ -52,9 +45,9 @@ xrdflow::CacheView cache_view(const py::dict& c) {
 
 xrdflow::AugmentConfig augment_config(const py::dict& d) {
   xrdflow::AugmentConfig c;
-  if (!d.contains("tubes")) throw py::value_error("augmentation config lacks the entry 'tubes'");
-  c.tubes = checked_array<double>(d["tubes"], "tubes", {-1, 2});
-  c.n_tubes = static_cast<int>(length(d["tubes"]));
+  const py::object tubes = xrdflow_bind::dict_item(d, "augmentation config", "tubes");
+  c.tubes = checked_array<double>(tubes, "tubes", {-1, 2});
+  c.n_tubes = static_cast<int>(length(tubes));
   c.kalpha2_probability = number(d, "kalpha2_probability");
   c.kalpha2_ratio_lo = number(d, "kalpha2_ratio_lo");
   c.kalpha2_ratio_hi = number(d, "kalpha2_ratio_hi");

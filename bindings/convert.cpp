@@ -7,24 +7,26 @@
 namespace py = pybind11;
 
 namespace xrdflow_bind {
-namespace {
-
-py::object item(const py::dict& d, const char* dict_name, const char* key) {
+py::object dict_item(const py::dict& d, const char* dict_name, const char* key) {
   if (!d.contains(key)) throw py::value_error(std::string(dict_name) + " lacks the entry '" + key + "'");
   return d[key];
 }
 
-double number(const py::dict& d, const char* key) {
-  const py::object v = item(d, "instrument", key);
+double dict_number(const py::dict& d, const char* dict_name, const char* key) {
+  const py::object v = dict_item(d, dict_name, key);
   if (!py::isinstance<py::float_>(v) && !py::isinstance<py::int_>(v))
-    throw py::type_error(std::string("instrument['") + key + "'] must be a number");
+    throw py::type_error(std::string(dict_name) + "['" + key + "'] must be a number");
   return v.cast<double>();
 }
+
+namespace {
+
+double number(const py::dict& d, const char* key) { return dict_number(d, "instrument", key); }
 
 }  // namespace
 
 xrdflow::StructureBatch structure_batch(const py::dict& s) {
-  auto get = [&](const char* key) { return item(s, "structures", key); };
+  auto get = [&](const char* key) { return dict_item(s, "structures", key); };
   xrdflow::StructureBatch b;
   b.lattice = checked_array<double>(get("lattice"), "lattice", {-1, 3, 3});
   b.n_structures = length(get("lattice"));
@@ -59,7 +61,7 @@ xrdflow::ReflectionOptions reflection_options(double d_min, bool neutron, double
 }
 
 xrdflow::RenderOptions render_options(const py::dict& d, int threads) {
-  auto get = [&](const char* key) { return item(d, "instrument", key); };
+  auto get = [&](const char* key) { return dict_item(d, "instrument", key); };
   xrdflow::RenderOptions o;
   o.wavelengths = checked_array<double>(get("wavelengths"), "wavelengths", {-1});
   o.n_lines = static_cast<int>(length(get("wavelengths")));

@@ -9,6 +9,11 @@
 
 namespace xrdflow_bind {
 
+// d[key], or ValueError "<dict_name> lacks the entry '<key>'".
+pybind11::object dict_item(const pybind11::dict& d, const char* dict_name, const char* key);
+// d[key] as a double, TypeError unless it is a Python int or float.
+double dict_number(const pybind11::dict& d, const char* dict_name, const char* key);
+
 // Keys: lattice, atom_offsets, frac, atom_type, occupancy, b_iso, type_offsets,
 // it92, fp, fpp, neutron_b, op_offsets, rotations, translations.
 xrdflow::StructureBatch structure_batch(const pybind11::dict& structures);
