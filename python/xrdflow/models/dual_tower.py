@@ -1,0 +1,107 @@
+"""Contrastive dual tower: crystal tower (equivariant ACE/MACE encoder) and pattern tower
+(1D ResNet), each with a projection head into a shared, L2-normalised space
+(EACNN paper sec. 2.3-2.5; CLIP, Radford et al. 2021)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .crystal_encoder import CrystalEncoder, CrystalEncoderConfig
+from .graph import GraphBatch
+from .loss import clip_loss
+from .pattern_encoder import PatternEncoder, PatternEncoderConfig
+
+__all__ = ["DualTowerConfig", "DualTower", "ProjectionHead"]
+
+
+@dataclass
+class DualTowerConfig:
+    """crystal, pattern: tower configs (dicts are accepted and converted); embed_dim: shared
+    embedding width; init_temperature: initial CLIP temperature (learnable, logit_scale =
+    log(1/T)); projection_hidden: hidden width of the 2-layer projection heads (0 = linear)."""
+
+    crystal: CrystalEncoderConfig = field(default_factory=CrystalEncoderConfig)
+    pattern: PatternEncoderConfig = field(default_factory=PatternEncoderConfig)
+    embed_dim: int = 384
+    init_temperature: float = 0.07
+    projection_hidden: int = 512
+
+    def __post_init__(self):
+        if isinstance(self.crystal, dict):
+            self.crystal = _from_dict(CrystalEncoderConfig, self.crystal, "crystal")
+        if isinstance(self.pattern, dict):
+            self.pattern = _from_dict(PatternEncoderConfig, self.pattern, "pattern")
+        if not isinstance(self.crystal, CrystalEncoderConfig) or not isinstance(self.pattern, PatternEncoderConfig):
+            raise TypeError("DualTowerConfig.crystal / .pattern must be CrystalEncoderConfig / PatternEncoderConfig or dicts")
+        if isinstance(self.embed_dim, bool) or int(self.embed_dim) != self.embed_dim or self.embed_dim < 1:
+            raise ValueError(f"embed_dim must be a positive integer, not {self.embed_dim!r}")
+        if not (0.0 < float(self.init_temperature) <= 1.0):
+            raise ValueError(f"init_temperature must be in (0, 1], not {self.init_temperature}")
+        if int(self.projection_hidden) < 0:
+            raise ValueError("projection_hidden must be >= 0")
+
+
+def _from_dict(cls, values: dict, name: str):
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown {name} config keys {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**values)
+
+
+class ProjectionHead(nn.Module):
+    """Linear, or Linear-SiLU-Linear when hidden > 0 (SimCLR-style head)."""
+
+    def __init__(self, d_in: int, d_out: int, hidden: int = 0):
+        super().__init__()
+        if hidden > 0:
+            self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, d_out))
+        else:
+            self.net = nn.Linear(d_in, d_out)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class DualTower(nn.Module):
+    """encode_crystals(GraphBatch) and encode_patterns((B, n_points)) -> L2-normalised (., embed_dim);
+    forward(batch, patterns) -> (loss, stats) of :func:`clip_loss`."""
+
+    def __init__(self, cfg: DualTowerConfig | None = None):
+        super().__init__()
+        cfg = DualTowerConfig() if cfg is None else cfg
+        if not isinstance(cfg, DualTowerConfig):
+            raise TypeError(f"DualTower needs a DualTowerConfig, not {type(cfg).__name__}")
+        self.cfg = cfg
+        self.crystal_encoder = CrystalEncoder(cfg.crystal)
+        self.pattern_encoder = PatternEncoder(cfg.pattern)
+        self.crystal_proj = ProjectionHead(self.crystal_encoder.feat_dim, cfg.embed_dim, cfg.projection_hidden)
+        self.pattern_proj = ProjectionHead(self.pattern_encoder.feat_dim, cfg.embed_dim, cfg.projection_hidden)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.cfg.embed_dim)
+
+    @property
+    def n_points(self) -> int:
+        return int(self.cfg.pattern.n_points)
+
+    def graph_kwargs(self) -> dict:
+        """cutoff_angstrom and max_neighbors for build_graph(s), as the crystal tower expects."""
+        return self.cfg.crystal.graph_kwargs()
+
+    def encode_crystals(self, batch: GraphBatch) -> torch.Tensor:
+        return F.normalize(self.crystal_proj(self.crystal_encoder(batch)), dim=-1)
+
+    def encode_patterns(self, patterns: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.pattern_proj(self.pattern_encoder(patterns)), dim=-1)
+
+    def forward(self, batch: GraphBatch, patterns: torch.Tensor):
+        if len(batch) != patterns.shape[0]:
+            raise ValueError(f"{len(batch)} crystals but {patterns.shape[0]} patterns; pairs must line up")
+        return clip_loss(self.encode_crystals(batch), self.encode_patterns(patterns), self.logit_scale)
