@@ -315,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.dataset_cli import add_dataset_parser
 
     add_dataset_parser(sub)
+    __import__("xrdflow.evaluate.cli", fromlist=["add_evaluate_parsers"]).add_evaluate_parsers(sub)
+    from .train.cli import add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 

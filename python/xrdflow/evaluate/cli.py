@@ -1,0 +1,149 @@
+"""``xrdflow evaluate`` and ``xrdflow search``.
+
+::
+
+    xrdflow evaluate --checkpoint CKPT --gallery DATA [--queries clean|realistic] [--seed 0]
+                     [--json OUT] [--out-dir DIR] [--train DATA] [--no-baselines] [--cache-dir DIR]
+    xrdflow search PATTERN --checkpoint CKPT --gallery DATA [-k 10] [--wavelength CuKa|1.5406]
+                   [--index dense|faiss] [--cache-dir DIR]
+
+User errors exit with status 2 and one ``xrdflow: error: ...`` line (see :mod:`xrdflow.cli`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ..cli import PROG, UserError, _positive_int, _radiation_arg
+
+__all__ = ["add_evaluate_parsers"]
+
+
+def _progress() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _write_json(path: str, obj) -> None:
+    from ..plot import atomic_output
+
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2)
+            fh.write("\n")
+
+
+def _pct(x) -> str:
+    return f"{100 * x:6.2f}"
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluation import evaluate
+
+    if not os.path.isfile(args.checkpoint):
+        raise UserError(f"--checkpoint: no such file: {args.checkpoint!r}")
+    if not os.path.exists(args.gallery):
+        raise UserError(f"--gallery: no such file or folder: {args.gallery!r}")
+    if args.out_dir:
+        os.makedirs(args.out_dir, exist_ok=True)
+    if args.json:
+        from ..plot import check_output_path
+
+        check_output_path(args.json)
+    log = (lambda msg: print(f"{PROG}: {msg}", file=sys.stderr))
+    res = evaluate(args.checkpoint, args.gallery, queries=args.queries, seed=args.seed, train=args.train,
+                   baselines=() if args.no_baselines else ("pattern_cosine", "peak_fom"), cache_dir=args.cache_dir,
+                   out_dir=args.out_dir, progress=_progress(), device=args.device, log=log)
+    fails = res["gallery_failures"]
+    if fails:
+        print(f"{len(fails)} gallery entries could not be read (first: {fails[0][0]}: {fails[0][1]})")
+    print(f"{res['n_gallery']} structures, {res['queries']} queries (seed {res['seed']}); "
+          f"embeddings {'from cache' if res['embedding_cache']['reused'] else 'computed'}")
+    rows = [("model", res)] + list(res["baselines"].items())
+    print(f"{'method':<16}{'top-1 %':>9}{'top-3 %':>9}{'top-5 %':>9}{'top-10 %':>10}")
+    for name, m in rows:
+        print(f"{name:<16}{_pct(m['top1']):>9}{_pct(m['top3']):>9}{_pct(m['top5']):>9}{_pct(m['top10']):>10}")
+    print("per crystal system (model, top-1 %):  " +
+          ", ".join(f"{k} {_pct(v['top1']).strip()} (n={v['n']})" for k, v in res["per_crystal_system"].items()))
+    sgb = res["space_group_top1"]
+    print(f"space group of the top-1 structure, by frequency in {sgb['frequency_source']}: " +
+          ", ".join(f"{k}: {_pct(v['accuracy']).strip()} % (n={v['n_queries']})" for k, v in sgb["bins"].items()))
+    for name, path in res["figures"].items():
+        if isinstance(path, str):
+            print(f"wrote {path}")
+    if args.json:
+        _write_json(args.json, res)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_search(args) -> int:
+    from .search import format_table, search_gallery
+
+    if not os.path.isfile(args.checkpoint):
+        raise UserError(f"--checkpoint: no such file: {args.checkpoint!r}")
+    if not os.path.exists(args.gallery):
+        raise UserError(f"--gallery: no such file or folder: {args.gallery!r}")
+    if not os.path.isfile(args.pattern):
+        raise UserError(f"no such pattern file: {args.pattern!r}")
+    try:
+        res = search_gallery(args.pattern, args.checkpoint, args.gallery, k=args.k, wavelength=args.wavelength,
+                             index=args.index, cache_dir=args.cache_dir, device=args.device, progress=_progress())
+    except ImportError as err:
+        raise UserError(str(err)) from None
+    info = res["grid_info"]
+    conv = (f"2-theta converted from {info['file_wavelength']:g} A to the model's {info['model_wavelength']:g} A; "
+            if info["converted"] else "")
+    print(f"{args.pattern}: {conv}covers {100 * info['coverage']:.0f} % of the model's grid; "
+          f"gallery {len(res['gallery'])} structures ({'cached' if res['embedding_cache']['reused'] else 'embedded'})")
+    print(format_table(res["gallery"], res["scores"], res["indices"]))
+    return 0
+
+
+def add_evaluate_parsers(sub) -> None:
+    """Add ``evaluate`` and ``search`` to the ``xrdflow`` subcommands."""
+    import argparse
+
+    ev = sub.add_parser(
+        "evaluate", help="structure retrieval of a contrastive checkpoint, with baselines and figures",
+        description="Rank every gallery structure for each of the gallery's own simulated patterns (clean, or\n"
+                    "realistic augmentation at a fixed seed) by embedding similarity; report top-k accuracy,\n"
+                    "per crystal system, space-group accuracy of the top-1 structure by training frequency, and\n"
+                    "two non-learned baselines (pattern cosine, peak figure of merit).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint written by `xrdflow train`")
+    ev.add_argument("--gallery", required=True, metavar="DATA",
+                    help="structures: CSV(.gz) with a cif column, CIF folder, or a data set directory")
+    ev.add_argument("--queries", choices=("clean", "realistic"), default="clean",
+                    help="query patterns: clean, or Augmentation.realistic() drawn with --seed (default clean)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the realistic draws and of the t-SNE (default 0)")
+    ev.add_argument("--train", metavar="DATA", help="training structures: space-group frequency bins "
+                                                    "(default: frequencies in the gallery itself)")
+    ev.add_argument("--json", metavar="OUT.json", help="write all numbers as JSON")
+    ev.add_argument("--out-dir", metavar="DIR", help="write tsne.png and retrieval.png here")
+    ev.add_argument("--no-baselines", action="store_true", help="skip the pattern-cosine and peak-FOM baselines")
+    ev.add_argument("--cache-dir", metavar="DIR", help="gallery embedding cache (default ~/.cache/xrdflow/gallery "
+                                                       "or $XRDFLOW_CACHE_DIR)")
+    ev.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    se = sub.add_parser(
+        "search", help="rank gallery structures for a measured pattern",
+        description="Read a measured pattern, move it onto the model's grid (converting 2-theta through d when\n"
+                    "its wavelength differs from the model's) and rank the gallery by embedding similarity.\n"
+                    "Gallery embeddings are computed once and cached on disk.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    se.add_argument("pattern", metavar="PATTERN", help="measured pattern (.xy/.csv/.xrdml/.cif/... as xrdflow.io reads)")
+    se.add_argument("--checkpoint", required=True, metavar="CKPT")
+    se.add_argument("--gallery", required=True, metavar="DATA")
+    se.add_argument("-k", type=_positive_int, default=10, help="number of structures to list (default 10)")
+    se.add_argument("--wavelength", type=_radiation_arg, metavar="SOURCE",
+                    help="the pattern's radiation when the file does not say it (CuKa, MoKa, or angstrom)")
+    se.add_argument("--index", choices=("dense", "faiss"), default="dense",
+                    help="dense matrix in blocks (default) or a faiss IndexFlatIP (pip install 'xrdflow[index]')")
+    se.add_argument("--cache-dir", metavar="DIR", help="gallery embedding cache directory")
+    se.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    se.set_defaults(func=_cmd_search)

@@ -1,0 +1,287 @@
+"""The gallery: structures to search, their labels, and their cached embeddings.
+
+:func:`load_gallery` reads anything :func:`xrdflow.data.load_structures` reads
+(CSV(.gz) with a ``cif`` column, a CIF folder or file, extxyz) or a sharded
+data set directory, keeps the entries that failed with their reasons, and
+labels every structure with its space group (the data set's stored labels, or
+:func:`xrdflow.data.dedup.space_group_number`, the same function the data
+sets use) and crystal system.
+
+:func:`gallery_embeddings` encodes the gallery's crystals once per
+(checkpoint, gallery) pair and keeps them in an ``.npz`` file named by
+``sha256(checkpoint bytes)`` and ``sha256(gallery content)``.  The file is
+written atomically and read with ``np.load(allow_pickle=False)``; on load the
+stored hashes, ids, shape, dtype and finiteness are checked, and a file that
+fails any check is recomputed (never trusted).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+CACHE_VERSION = 1
+ENV_CACHE_DIR = "XRDFLOW_CACHE_DIR"
+
+
+@dataclass
+class Gallery:
+    """Structures to search with their ids and labels (aligned lists / arrays)."""
+
+    ids: list
+    structures: list
+    space_groups: np.ndarray          # (n,) int64
+    failures: list = field(default_factory=list)   # (id, reason) of entries that could not be read
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.structures)
+
+    @property
+    def formulas(self) -> list[str]:
+        return [s.formula for s in self.structures]
+
+    @property
+    def crystal_systems(self) -> np.ndarray:
+        from ..data.labels import crystal_system
+
+        return np.array([crystal_system(int(sg)) for sg in self.space_groups], dtype="<U12")
+
+    def content_hash(self) -> str:
+        return content_hash(self.ids, self.structures)
+
+
+def content_hash(ids: Sequence[str], structures) -> str:
+    """sha256 over every id and every structure array, in order."""
+    h = hashlib.sha256()
+    h.update(f"xrdflow-gallery-v{CACHE_VERSION}\0{len(structures)}\0".encode())
+    for ident, s in zip(ids, structures):
+        h.update(str(ident).encode("utf-8", "surrogatepass") + b"\0")
+        for name in ("lattice", "frac", "numbers", "charges", "occupancy", "b_iso"):
+            a = np.ascontiguousarray(getattr(s, name))
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def file_hash(path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def space_groups_of(structures, *, progress: bool = False) -> np.ndarray:
+    from ..data.dedup import space_group_number
+    from ..symmetry import quiet_spglib
+
+    it = structures
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(structures, desc="space groups", leave=False)
+    with quiet_spglib():
+        return np.array([space_group_number(s) for s in it], dtype=np.int64)
+
+
+def load_gallery(path, *, progress: bool = False, workers=None) -> Gallery:
+    """Read a gallery (see the module docs).  Raises FileNotFoundError for a
+    missing path and ValueError when no structure could be read."""
+    from ..data.readers import load_structures
+    from ..data.shards import ShardedDataset, is_dataset
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"gallery: no such file or folder: {path!r}")
+    if is_dataset(path):
+        ds = ShardedDataset(path)
+        ids, structures = [], []
+        for ident, s in ds.items():
+            ids.append(ident)
+            structures.append(s)
+        sg = np.asarray(ds.labels()["space_group"], dtype=np.int64) if len(ds) else np.zeros(0, np.int64)
+        failures = []
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=RuntimeWarning, message=r".*could not be read")
+            res = load_structures(path, workers=workers, progress=progress)
+        ids, structures, failures = list(res.ids), list(res.structures), list(res.failures)
+        sg = space_groups_of(structures, progress=progress)
+    if not structures:
+        why = f" ({len(failures)} entries failed, first: {failures[0][0]}: {failures[0][1]})" if failures else ""
+        raise ValueError(f"the gallery {path!r} holds no readable structure{why}; give a CSV with a cif column, "
+                         "a CIF folder or a data set directory with at least one structure")
+    return Gallery(ids=ids, structures=structures, space_groups=sg, failures=failures, source=path)
+
+
+def gallery_from_structures(structures, ids=None) -> Gallery:
+    """A :class:`Gallery` from in-memory structures (ids default to their labels or indices)."""
+    structures = list(structures)
+    if not structures:
+        raise ValueError("the gallery is empty: give at least one structure")
+    if ids is None:
+        ids = [s.label or str(i) for i, s in enumerate(structures)]
+    if len(ids) != len(structures):
+        raise ValueError(f"{len(ids)} ids for {len(structures)} structures")
+    return Gallery(ids=list(ids), structures=structures, space_groups=space_groups_of(structures))
+
+
+def space_group_counts(space_groups) -> dict[int, int]:
+    values, counts = np.unique(np.asarray(space_groups, dtype=np.int64), return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts)}
+
+
+# ------------------------------------------------------------------ embeddings
+def default_cache_dir() -> Path:
+    env = os.environ.get(ENV_CACHE_DIR)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "xrdflow" / "gallery"
+
+
+def cache_path(cache_dir, checkpoint_sha256: str, gallery_sha256: str) -> Path:
+    return Path(cache_dir) / f"emb_{checkpoint_sha256[:16]}_{gallery_sha256[:16]}.npz"
+
+
+def _device_of(model):
+    import torch
+
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def encode_structures(model, structures, *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """(n, embed_dim) float32 crystal embeddings (model in eval mode, no gradients)."""
+    import torch
+
+    from ..models import build_graphs, collate_graphs
+
+    device = _device_of(model)
+    graphs = build_graphs(structures, **model.graph_kwargs(), progress=progress)
+    out = []
+    starts = range(0, len(graphs), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="embedding gallery", leave=False)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for s in starts:
+                batch = collate_graphs(graphs[s:s + batch_size]).to(device)
+                out.append(model.encode_crystals(batch).float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, model.embed_dim), np.float32)
+
+
+def encode_patterns(model, Y, *, batch_size: int = 256) -> np.ndarray:
+    """(n, embed_dim) float32 pattern embeddings of (n, n_points) patterns."""
+    import torch
+
+    Y = np.asarray(Y, dtype=np.float32)
+    if Y.ndim != 2 or Y.shape[1] != model.n_points:
+        raise ValueError(f"patterns must be (n, {model.n_points}) on the model's grid, got shape {Y.shape}")
+    device = _device_of(model)
+    out = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for s in range(0, len(Y), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(Y[s:s + batch_size])).to(device)
+                out.append(model.encode_patterns(x).float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, model.embed_dim), np.float32)
+
+
+def _read_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, embed_dim: int):
+    """The cached embeddings, or (None, reason) when the file is missing or does not match."""
+    if not path.is_file():
+        return None, "no cache file"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed
+        return None, f"unreadable ({type(err).__name__}: {err})"
+    need = ("version", "checkpoint_sha256", "gallery_sha256", "ids", "embeddings")
+    missing = [k for k in need if k not in data]
+    if missing:
+        return None, f"lacks {missing}"
+    if int(data["version"]) != CACHE_VERSION:
+        return None, f"version {int(data['version'])} != {CACHE_VERSION}"
+    if str(data["checkpoint_sha256"]) != checkpoint_sha256:
+        return None, "made with another checkpoint"
+    if str(data["gallery_sha256"]) != gallery_sha256:
+        return None, "made for another gallery"
+    emb = data["embeddings"]
+    if emb.dtype != np.float32 or emb.shape != (len(ids), embed_dim):
+        return None, f"embeddings {emb.dtype} {emb.shape}, expected float32 {(len(ids), embed_dim)}"
+    if not np.all(np.isfinite(emb)):
+        return None, "embeddings contain NaN/inf"
+    if data["ids"].shape != (len(ids),) or [str(x) for x in data["ids"].tolist()] != [str(x) for x in ids]:
+        return None, "ids differ"
+    return emb, "ok"
+
+
+def _write_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, emb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, version=np.int64(CACHE_VERSION), checkpoint_sha256=np.str_(checkpoint_sha256),
+                     gallery_sha256=np.str_(gallery_sha256), ids=np.array([str(i) for i in ids], dtype=np.str_),
+                     embeddings=np.ascontiguousarray(emb, dtype=np.float32))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    from ..reflections import fsync_directory
+
+    fsync_directory(path.parent)
+
+
+@dataclass
+class CachedEmbeddings:
+    embeddings: np.ndarray    # (n, embed_dim) float32, L2-normalized
+    path: "Path | None"
+    reused: bool
+    reason: str               # why it was (re)computed, or "ok"
+
+
+def gallery_embeddings(model, gallery: Gallery, checkpoint_path, *, cache_dir=None, use_cache: bool = True,
+                       batch_size: int = 64, progress: bool = False) -> CachedEmbeddings:
+    """Crystal embeddings of the gallery, from the cache when it matches, else computed and cached."""
+    if len(gallery) == 0:
+        raise ValueError("the gallery is empty: nothing to embed")
+    ck = file_hash(checkpoint_path)
+    gh = gallery.content_hash()
+    path = cache_path(cache_dir if cache_dir is not None else default_cache_dir(), ck, gh)
+    reason = "cache disabled"
+    if use_cache:
+        emb, reason = _read_cache(path, ck, gh, gallery.ids, model.embed_dim)
+        if emb is not None:
+            return CachedEmbeddings(emb, path, True, "ok")
+    emb = encode_structures(model, gallery.structures, batch_size=batch_size, progress=progress)
+    if use_cache:
+        _write_cache(path, ck, gh, gallery.ids, emb)
+    return CachedEmbeddings(emb, path if use_cache else None, False, reason)

@@ -1,0 +1,182 @@
+"""Searching a gallery with a measured pattern.
+
+The measured pattern is moved onto the model's grid in two steps:
+
+1. if its wavelength differs from the model's, every 2-theta is converted
+   through the d-spacing, d = lambda_file / (2 sin theta_file), 2 theta_model =
+   2 asin(lambda_model / (2 d)) (Bragg's law; primary wavelengths; points with
+   no reachable angle are dropped);
+2. linear interpolation onto the model's 2-theta grid; grid points outside the
+   measured range get the lowest measured intensity (the encoder rescales each
+   pattern to [0, 1] itself, so that is "no signal").
+
+Gallery structures are ranked by the cosine of their (L2-normalized) crystal
+embedding with the pattern's embedding: a dense matrix product in blocks, or a
+faiss ``IndexFlatIP`` (exact inner product, the same ranking) when
+``index="faiss"``.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+INDEXES = ("dense", "faiss")
+#: Warn when the measured pattern covers less than this fraction of the model's range.
+MIN_COVERAGE = 0.5
+
+
+def convert_two_theta(two_theta_deg, from_wavelength: float, to_wavelength: float):
+    """(2-theta at ``to_wavelength``, mask of points that exist there) via d-spacing (Bragg's law)."""
+    for name, value in (("from_wavelength", from_wavelength), ("to_wavelength", to_wavelength)):
+        if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive wavelength in angstrom, got {value!r}")
+    tt = np.asarray(two_theta_deg, dtype=np.float64)
+    s = np.sin(np.radians(tt / 2)) * (to_wavelength / from_wavelength)
+    ok = (s > 0) & (s < 1)
+    out = np.full_like(tt, np.nan)
+    out[ok] = 2 * np.degrees(np.arcsin(s[ok]))
+    return out, ok
+
+
+def pattern_on_grid(pattern, sim, *, wavelength=None) -> tuple[np.ndarray, dict]:
+    """A :class:`~xrdflow.io.MeasuredPattern` as (n_points,) float32 on ``sim``'s grid, and what was done.
+
+    ``wavelength`` (what the user said: "CuKa", 1.5406, a Radiation) is used when
+    the file states none; when the file states one, ``wavelength`` must agree
+    with it (else ValueError: the user or the file is wrong).
+    """
+    from ..radiation import parse_radiation
+
+    stated = getattr(pattern, "wavelengths", None)
+    given = parse_radiation(wavelength) if wavelength is not None else None
+    if stated:
+        file_lambda = float(stated[0])
+        if given is not None and abs(given.primary_wavelength - file_lambda) > 1e-4 * file_lambda:
+            raise ValueError(f"{pattern.source}: the file says the wavelength is {file_lambda:g} A but "
+                             f"--wavelength says {given.primary_wavelength:g} A; drop --wavelength or fix the file")
+    elif getattr(pattern, "radiation", None) is not None:
+        file_lambda = float(pattern.radiation.primary_wavelength)
+    elif given is not None:
+        file_lambda = float(given.primary_wavelength)
+    else:
+        raise ValueError(f"{pattern.source}: the file does not say its wavelength; give it with "
+                         "--wavelength (e.g. CuKa, MoKa or 1.5406 in angstrom)")
+    model_lambda = float(sim.radiation.primary_wavelength)
+    tt, y = pattern.two_theta_deg, np.asarray(pattern.intensity, dtype=np.float64)
+    info = {"file_wavelength": file_lambda, "model_wavelength": model_lambda, "converted": False}
+    if abs(file_lambda - model_lambda) > 1e-6 * model_lambda:
+        tt, ok = convert_two_theta(tt, file_lambda, model_lambda)
+        tt, y = tt[ok], y[ok]
+        info["converted"] = True
+        if tt.size < 2:
+            raise ValueError(f"{pattern.source}: after converting 2-theta from {file_lambda:g} A to the model's "
+                             f"{model_lambda:g} A no measured point is reachable; check the wavelength")
+    grid = sim.two_theta_deg
+    inside = (grid >= tt[0]) & (grid <= tt[-1])
+    coverage = float(inside.mean())
+    info["coverage"] = coverage
+    info["two_theta_range_deg"] = (float(tt[0]), float(tt[-1]))
+    if coverage == 0:
+        raise ValueError(f"{pattern.source}: the pattern covers 2-theta {tt[0]:.2f}-{tt[-1]:.2f} deg at the "
+                         f"model's wavelength {model_lambda:g} A, outside the model's range "
+                         f"{grid[0]:g}-{grid[-1]:g} deg; check the file's wavelength")
+    if coverage < MIN_COVERAGE:
+        warnings.warn(f"{pattern.source}: the pattern covers only {100 * coverage:.0f} % of the model's "
+                      f"2-theta range {grid[0]:g}-{grid[-1]:g} deg; results may be poor", RuntimeWarning,
+                      stacklevel=2)
+    out = np.interp(grid, tt, y)
+    out[~inside] = float(y.min())
+    return out.astype(np.float32), info
+
+
+class EmbeddingIndex:
+    """Top-k by inner product over L2-normalized gallery embeddings (dense blocks or faiss)."""
+
+    def __init__(self, embeddings, kind: str = "dense", block: int = 4096):
+        if kind not in INDEXES:
+            raise ValueError(f"index must be one of {INDEXES}, got {kind!r}")
+        emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or len(emb) == 0:
+            raise ValueError(f"the gallery is empty or malformed: embeddings of shape {emb.shape}")
+        self.embeddings, self.kind, self.block = emb, kind, int(block)
+        if kind == "faiss":
+            try:
+                import faiss
+            except ImportError:
+                raise ImportError("--index faiss needs faiss: pip install 'xrdflow[index]' (faiss-cpu)") from None
+            self._faiss = faiss.IndexFlatIP(emb.shape[1])
+            self._faiss.add(emb)
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (m, k), indices (m, k)), best first; ties go to the lower gallery index."""
+        from .retrieval import top_indices
+
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if q.shape[1] != self.embeddings.shape[1]:
+            raise ValueError(f"query embeddings have width {q.shape[1]}, the gallery {self.embeddings.shape[1]}")
+        k = max(1, min(int(k), len(self)))
+        if self.kind == "faiss":
+            scores, idx = self._faiss.search(q, k)
+            return scores, idx.astype(np.int64)
+        best_s, best_i = [], []
+        for s in range(0, len(q), self.block):
+            sim = q[s:s + self.block] @ self.embeddings.T
+            idx = top_indices(sim, k)
+            best_i.append(idx)
+            best_s.append(np.take_along_axis(sim, idx, axis=1))
+        return np.concatenate(best_s), np.concatenate(best_i)
+
+
+def format_table(gallery, scores, indices) -> str:
+    """Ranked table: rank, id, formula, space group, similarity."""
+    from ..data.labels import space_group_symbol
+
+    rows = []
+    for r, (i, s) in enumerate(zip(indices, scores), start=1):
+        sg = int(gallery.space_groups[i])
+        rows.append((str(r), str(gallery.ids[i]), gallery.structures[i].formula, f"{space_group_symbol(sg)} ({sg})",
+                     f"{float(s):.4f}"))
+    head = ("rank", "id", "formula", "space group", "similarity")
+    widths = [max(len(h), *(len(row[c]) for row in rows)) for c, h in enumerate(head)]
+    fmt = "  ".join(f"{{:>{w}}}" if c in (0, 4) else f"{{:<{w}}}" for c, w in enumerate(widths))
+    return "\n".join([fmt.format(*head)] + [fmt.format(*row) for row in rows])
+
+
+def search_gallery(pattern, checkpoint, gallery, *, k: int = 10, wavelength=None, index: str = "dense",
+                   cache_dir=None, use_cache: bool = True, device: str = "cpu", progress: bool = False) -> dict:
+    """Rank the gallery's structures for one measured pattern.
+
+    pattern: a path (read with :func:`xrdflow.io.read_pattern`) or a MeasuredPattern.
+    gallery: a path or a :class:`~xrdflow.evaluate.gallery.Gallery`.
+    Returns ``{"gallery", "indices", "scores", "ids", "grid_info", "embedding_cache"}``.
+    """
+    import os
+
+    from .evaluation import load_checkpoint
+    from .gallery import Gallery, encode_patterns, gallery_embeddings, load_gallery
+
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if index not in INDEXES:
+        raise ValueError(f"index must be one of {INDEXES}, got {index!r}")
+    model, cfg = load_checkpoint(checkpoint, device)
+    sim = cfg.make_simulator()
+    if isinstance(pattern, (str, os.PathLike)):
+        from ..io import read_pattern
+
+        if not os.path.isfile(os.fspath(pattern)):
+            raise FileNotFoundError(f"no such pattern file: {os.fspath(pattern)!r}")
+        pattern = read_pattern(pattern)
+    y, info = pattern_on_grid(pattern, sim, wavelength=wavelength)
+    gal = gallery if isinstance(gallery, Gallery) else load_gallery(gallery, progress=progress)
+    cached = gallery_embeddings(model, gal, checkpoint, cache_dir=cache_dir, use_cache=use_cache, progress=progress)
+    q = encode_patterns(model, y[None, :])
+    scores, idx = EmbeddingIndex(cached.embeddings, index).search(q, k)
+    return {"gallery": gal, "indices": idx[0], "scores": scores[0], "ids": [gal.ids[i] for i in idx[0]],
+            "grid_info": info, "pattern": y,
+            "embedding_cache": {"path": None if cached.path is None else str(cached.path), "reused": cached.reused}}
