@@ -316,9 +316,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dataset_parser(sub)
     __import__("xrdflow.evaluate.cli", fromlist=["add_evaluate_parsers"]).add_evaluate_parsers(sub)
-    from .train.cli import add_train_parser
-
-    add_train_parser(sub)
     return parser
 
 
