@@ -135,12 +135,14 @@ def build_graph(structure, cutoff_angstrom: float = 5.0, max_neighbors: int = 16
     occ = np.asarray(structure.occupancy, dtype=np.float64)
 
     # 1. merge atoms sharing a position (mixed / partly vacant sites) into sites
-    if n_atoms > 1:
-        nl0 = vesin.NeighborList(cutoff=site_tolerance_angstrom, full_list=False)
-        i0, j0 = nl0.compute(cart, lattice, True, "ij")
-        site = _union_find_sites(n_atoms, np.asarray(i0), np.asarray(j0)) if len(i0) else np.arange(n_atoms)
-    else:
-        site = np.zeros(1, dtype=np.int64)
+    site = np.arange(n_atoms, dtype=np.int64)
+    if n_atoms > 1 and np.any(occ < 1.0):
+        # vesin's cell list gets slow for tiny cutoffs: search 1 A and filter
+        nl0 = vesin.NeighborList(cutoff=max(1.0, site_tolerance_angstrom), full_list=False)
+        i0, j0, d0 = nl0.compute(cart, lattice, True, "ijd")
+        close = np.asarray(d0) < site_tolerance_angstrom
+        if close.any():
+            site = _union_find_sites(n_atoms, np.asarray(i0)[close], np.asarray(j0)[close])
     n_sites = int(site.max()) + 1
     site_occ = np.bincount(site, weights=occ, minlength=n_sites)
     atom_weight = occ / site_occ[site]
