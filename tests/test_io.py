@@ -555,6 +555,14 @@ def test_xrdml_errors(tmp_path):
         assert str(f) in str(err.value)
         if line is not None:
             assert err.value.line == line, (match, str(err.value))
+    # a declaration hidden from a byte search by UTF-16 is still refused
+    f.write_bytes(cases[0][0].replace('<?xml version="1.0"?>', '<?xml version="1.0" encoding="UTF-16"?>')
+                  .encode("utf-16"))
+    with pytest.raises(PatternFormatError, match="DOCTYPE") as err:
+        read_pattern(f)
+    assert err.value.line == 2
+    f.write_bytes(good.replace("UTF-8", "UTF-16").encode("utf-16"))
+    np.testing.assert_array_equal(read_pattern(f).intensity, COUNTS)
     # several scans: choose one
     f.write_text(cases[-1][0])
     assert len(read_pattern(f, scan=1)) == N

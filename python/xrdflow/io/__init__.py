@@ -3,7 +3,7 @@
 >>> from xrdflow.io import read_pattern
 >>> p = read_pattern("scan.xrdml")                    # or .xy/.xye/.csv/.txt/.dat, .cif, .gsa/.fxye
 >>> p.two_theta_deg, p.intensity, p.sigma, p.radiation
->>> y = p.on_grid(sim.two_theta)                       # onto a simulator's grid, 0 outside the scan
+>>> y = p.on_grid(sim.two_theta_deg)                   # onto a simulator's grid, 0 outside the scan
 
 Formats (each module's docstring gives the details and what is not read):
 

@@ -77,6 +77,29 @@ def _number(elem, what, source, data):
                                  _line_of(data, f"<{what}".encode())) from None
 
 
+def _refuse_declarations(data: bytes, source: str) -> None:
+    """A tree-less expat pass that stops at a DOCTYPE or ENTITY declaration in any
+    encoding (the byte regex above only sees ASCII-compatible ones)."""
+    from xml.parsers import expat
+
+    class _Declared(Exception):
+        pass
+
+    def refuse(*_args):
+        raise _Declared
+
+    parser = expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse
+    try:
+        parser.Parse(data, True)
+    except _Declared:
+        raise PatternFormatError("XML with a DOCTYPE/ENTITY declaration is refused (XRDML files have none)",
+                                 source, parser.CurrentLineNumber) from None
+    except expat.ExpatError:
+        pass  # reported with its line by ElementTree below
+
+
 def read_xrdml(data: bytes, source: str, wavelength=None, notes=(), scan=None):
     """MeasuredPattern from the bytes of an .xrdml file (see the module docstring)."""
     m = _DECL.search(data)
@@ -84,6 +107,7 @@ def read_xrdml(data: bytes, source: str, wavelength=None, notes=(), scan=None):
         raise PatternFormatError("XML with a DOCTYPE/ENTITY declaration is refused (XRDML files have none; "
                                  "entity declarations can expand without bound)", source,
                                  data.count(b"\n", 0, m.start()) + 1)
+    _refuse_declarations(data, source)
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
