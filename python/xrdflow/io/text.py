@@ -57,6 +57,8 @@ def _numeric(line: str, delim):
     if not tokens:
         return None
     try:
+        if delim in (",", None):
+            return list(map(float, tokens))
         return [_to_float(t, delim) for t in tokens]
     except ValueError:
         return None
@@ -113,9 +115,10 @@ def parse_text(text: str, source: str) -> dict:
             if not rows:
                 comments.append(line[1:].strip())
             continue
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
+        if "#" in line:
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
         if delim == "unset":
             for cand in _DELIMITERS:
                 if cand is not None and cand not in line:
