@@ -1,0 +1,343 @@
+"""xrdflow.evaluate: retrieval metrics, baselines, gallery cache, search and the evaluate/search commands.
+
+Models are tiny and randomly initialised: these tests check the machinery, not a trained model.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+
+import xrdflow as xf
+from xrdflow import examples
+from xrdflow.data import bundled_path, bundled_splits
+from xrdflow.evaluate import (FREQUENCY_BINS, EmbeddingIndex, PatternCosine, PeakFOM, Gallery, convert_two_theta,
+                              gallery_embeddings, gallery_from_structures, load_gallery, pattern_on_grid, per_group,
+                              ranks_from_scores, retrieval_summary, space_group_top1, top_indices, topk_from_ranks)
+from xrdflow.evaluate.retrieval import RankAccumulator, frequency_bin
+
+SIM_KW = {"radiation": "CuKa", "two_theta": [10.0, 80.0], "n_points": 1024, "crystallite_size_nm": 15.0}
+
+
+# ------------------------------------------------------------------ helpers
+def _bundled_rows(split: str, n: int) -> list[dict]:
+    keep = bundled_splits()[split][:n]
+    with gzip.open(bundled_path(), "rt", newline="") as fh:
+        rows = {r["material_id"]: r for r in csv.DictReader(io.StringIO(fh.read()))}
+    return [rows[i] for i in keep]
+
+
+def _write_csv(path, rows):
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_csv(tmp_path_factory):
+    return _write_csv(tmp_path_factory.mktemp("gal") / "gallery.csv", _bundled_rows("test", 24))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("e3nn")
+    from xrdflow.models import CrystalEncoderConfig, DualTower, DualTowerConfig, PatternEncoderConfig
+    from xrdflow.train.checkpoint import save_checkpoint
+    from xrdflow.train.config import TrainConfig, config_to_dict
+
+    torch.manual_seed(0)
+    mc = DualTowerConfig(
+        crystal=CrystalEncoderConfig(hidden_irreps="8x0e+4x1o", lmax=1, product_channels=4, correlation=2,
+                                     num_interactions=1, radial_hidden=(8,), readout_dim=8, feat_dim=16,
+                                     max_neighbors=8, cutoff_angstrom=4.0),
+        pattern=PatternEncoderConfig(n_points=1024, stem_channels=8, widths=(8, 16), blocks=(1, 1)),
+        embed_dim=16, projection_hidden=0)
+    cfg = TrainConfig(model=mc, simulator=dict(SIM_KW))
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, {"config": config_to_dict(cfg), "model": DualTower(mc).state_dict(), "step": 0})
+    return path
+
+
+# ------------------------------------------------------------------ metrics
+def test_ranks_on_hand_made_matrix_with_ties_counted_against_the_query():
+    s = np.array([[0.9, 0.1, 0.2, 0.0],     # correct (0) strictly best      -> rank 1
+                  [0.5, 0.5, 0.1, 0.0],     # tie with column 0              -> rank 2 (pessimistic)
+                  [0.3, 0.9, 0.5, 0.8],     # two above                      -> rank 3
+                  [0.7, 0.7, 0.7, 0.7]])    # all equal                      -> rank 4
+    r = ranks_from_scores(s, np.arange(4))
+    assert r.tolist() == [1, 2, 3, 4]
+    assert topk_from_ranks(r, (1, 2, 3, 4)) == {"top1": 0.25, "top2": 0.5, "top3": 0.75, "top4": 1.0}
+    # Order of the gallery does not matter (permute columns, move the truth with them).
+    perm = np.array([3, 1, 0, 2])
+    inv = np.argsort(perm)
+    assert ranks_from_scores(s[:, perm], inv[np.arange(4)]).tolist() == [1, 2, 3, 4]
+    # The displayed ranking puts the lower column first among ties, best score first.
+    assert top_indices(s, 4).tolist() == [[0, 2, 1, 3], [0, 1, 2, 3], [1, 3, 2, 0], [0, 1, 2, 3]]
+    acc = RankAccumulator(keep=2)
+    acc.add(s[:2], [0, 1])
+    acc.add(s[2:], [2, 3])
+    assert acc.ranks.tolist() == [1, 2, 3, 4] and acc.top1.tolist() == [0, 0, 1, 0]
+    assert acc.best.tolist() == [[0, 2], [0, 1], [1, 3], [0, 1]]
+
+
+def test_per_crystal_system_split_and_frequency_bins():
+    ranks = np.array([1, 2, 1, 7, 1, 11])
+    systems = np.array(["cubic", "cubic", "monoclinic", "monoclinic", "monoclinic", "triclinic"])
+    out = per_group(ranks, systems, (1, 10), order=xf.data.CRYSTAL_SYSTEMS)
+    assert list(out) == ["triclinic", "monoclinic", "cubic"]   # crystal-system order, absent ones left out
+    assert out["cubic"] == {"n": 2, "top1": 0.5, "top10": 1.0}
+    assert out["monoclinic"]["n"] == 3 and out["monoclinic"]["top1"] == pytest.approx(2 / 3)
+    assert out["triclinic"] == {"n": 1, "top1": 0.0, "top10": 0.0}
+    assert [frequency_bin(c) for c in (0, 1, 2, 9, 10, 99, 100, 999, 1000, 10**6)] == \
+        ["0", "1", "2-9", "2-9", "10-99", "10-99", "100-999", "100-999", ">=1000", ">=1000"]
+    assert [b[0] for b in FREQUENCY_BINS][:2] == ["0", "1"]
+    train = {225: 808, 14: 50, 3: 1, 24: 1}
+    res = space_group_top1(true_sg=[225, 225, 225, 3, 24, 14, 99], retrieved_sg=[225, 225, 221, 3, 14, 14, 99],
+                           train_counts=train)
+    assert res["bins"]["100-999"] == {"n_queries": 3, "n_space_groups": 1, "accuracy": pytest.approx(2 / 3)}
+    assert res["bins"]["1"] == {"n_queries": 2, "n_space_groups": 2, "accuracy": 0.5}
+    assert res["bins"]["10-99"]["accuracy"] == 1.0 and res["bins"]["0"]["accuracy"] == 1.0
+    assert res["most_frequent"] == {"space_group": 225, "train_count": 808, "n_queries": 3,
+                                    "accuracy": pytest.approx(2 / 3)}
+    assert res["overall"] == pytest.approx(5 / 7)
+
+
+def test_metric_inputs_are_checked():
+    with pytest.raises(ValueError, match="gallery is empty"):
+        ranks_from_scores(np.zeros((3, 0)), [0, 0, 0])
+    with pytest.raises(ValueError, match="NaN"):
+        ranks_from_scores(np.array([[np.nan, 1.0]]), [0])
+    with pytest.raises(ValueError, match="one entry per query"):
+        ranks_from_scores(np.eye(3), [0, 1])
+    with pytest.raises(ValueError, match="one group label per query"):
+        per_group([1, 2], ["cubic"])
+
+
+# ------------------------------------------------------------------ baselines
+def test_pattern_cosine_is_perfect_on_clean_queries_of_a_small_gallery():
+    structures = xf.data.bundled_dataset("test").structures[:60]
+    sim = xf.Simulator(**{**SIM_KW, "two_theta": tuple(SIM_KW["two_theta"])})
+    refl = sim.reflections(structures)
+    clean = sim.render(refl)[0]
+    b = PatternCosine(clean)
+    b.prepare(clean)
+    ranks = ranks_from_scores(b.scores(0, len(structures)), np.arange(len(structures)))
+    assert topk_from_ranks(ranks)["top1"] == 1.0
+    # Realistic queries are harder: the baseline must not be perfect there, or the test data is trivial.
+    real = sim.render(refl, augmentation=xf.Augmentation.realistic(), seed=0)[0]
+    b.prepare(real)
+    r_real = ranks_from_scores(b.scores(0, len(structures)), np.arange(len(structures)))
+    assert r_real.max() > 1
+
+
+def test_peak_fom_ranks_the_examples_first_on_clean_queries():
+    structures = [xf.Structure.from_cif(examples.path(n)) for n in ("NaCl", "Si", "RuO2")]
+    structures += xf.data.bundled_dataset("test").structures[:40]   # distractors
+    sim = xf.Simulator("CuKa", (10.0, 80.0), 2048, crystallite_size_nm=40.0)
+    refl = sim.reflections(structures)
+    clean = sim.render(refl)[0]
+    fom = PeakFOM(sim, refl)
+    fom.prepare(clean)
+    scores = fom.scores(0, len(structures))
+    assert scores.shape == (len(structures), len(structures))
+    assert np.all((scores >= 0) & (scores <= 1 + 1e-6))
+    ranks = ranks_from_scores(scores, np.arange(len(structures)))
+    assert ranks[:3].tolist() == [1, 1, 1]
+    assert fom.n_without_peaks == 0
+    # A query with its peaks moved by 1 degree no longer matches its own card best.
+    shifted = np.interp(sim.two_theta_deg - 1.0, sim.two_theta_deg, clean[0])
+    fom.prepare(shifted[None, :])
+    assert fom.scores(0, 1)[0, 0] < scores[0, 0] - 0.3
+
+
+# ------------------------------------------------------------------ gallery cache
+def test_gallery_cache_is_reused_validated_and_invalidated(tmp_path, small_csv, tiny_checkpoint):
+    from xrdflow.evaluate.evaluation import load_checkpoint
+
+    model, _ = load_checkpoint(tiny_checkpoint)
+    gal = load_gallery(small_csv)
+    assert len(gal) == 24 and gal.failures == [] and gal.space_groups.dtype == np.int64
+    cache = tmp_path / "cache"
+    first = gallery_embeddings(model, gal, tiny_checkpoint, cache_dir=cache)
+    assert not first.reused and first.path.is_file()
+    assert first.embeddings.shape == (24, 16) and first.embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(first.embeddings, axis=1), 1.0, rtol=1e-5)
+    second = gallery_embeddings(model, gal, tiny_checkpoint, cache_dir=cache)
+    assert second.reused and second.path == first.path
+    np.testing.assert_array_equal(second.embeddings, first.embeddings)
+    # Another gallery (one structure fewer) gets its own entry; the embeddings of the rest agree.
+    smaller = Gallery(gal.ids[1:], gal.structures[1:], gal.space_groups[1:])
+    third = gallery_embeddings(model, smaller, tiny_checkpoint, cache_dir=cache)
+    assert not third.reused and third.path != first.path
+    np.testing.assert_allclose(third.embeddings, first.embeddings[1:], atol=1e-5)
+    # A damaged or foreign file under the right name is recomputed, never trusted.
+    first.path.write_bytes(b"not an npz")
+    again = gallery_embeddings(model, gal, tiny_checkpoint, cache_dir=cache)
+    assert not again.reused and again.reason.startswith("unreadable")
+    np.testing.assert_allclose(again.embeddings, first.embeddings, atol=1e-6)
+    with np.load(first.path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    data["ids"] = data["ids"][::-1].copy()
+    with open(first.path, "wb") as fh:
+        np.savez(fh, **data)
+    assert gallery_embeddings(model, gal, tiny_checkpoint, cache_dir=cache).reason == "ids differ"
+    # A changed checkpoint (other bytes) gives another cache entry.
+    other = tmp_path / "other.pt"
+    other.write_bytes(tiny_checkpoint.read_bytes() + b"\0")
+    from xrdflow.evaluate.gallery import cache_path, file_hash
+
+    assert cache_path(cache, file_hash(other), gal.content_hash()) != first.path
+
+
+def test_embedding_index_dense_and_faiss_agree():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(50, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    q = emb[[3, 7]] + 0.01
+    s_d, i_d = EmbeddingIndex(emb, "dense").search(q, 5)
+    assert i_d[:, 0].tolist() == [3, 7]
+    pytest.importorskip("faiss")
+    s_f, i_f = EmbeddingIndex(emb, "faiss").search(q, 5)
+    np.testing.assert_array_equal(i_f, i_d)
+    np.testing.assert_allclose(s_f, s_d, rtol=1e-5)
+    with pytest.raises(ValueError, match="empty"):
+        EmbeddingIndex(np.zeros((0, 8)))
+
+
+# ------------------------------------------------------------------ search and wavelengths
+def test_two_theta_conversion_goes_through_d():
+    tt, ok = convert_two_theta([20.0, 40.0, 170.0], 1.5406, 0.7093)
+    assert ok.tolist() == [True, True, True]
+    d = 1.5406 / (2 * np.sin(np.radians(np.array([20.0, 40.0]) / 2)))
+    np.testing.assert_allclose(0.7093 / (2 * np.sin(np.radians(tt[:2] / 2))), d, rtol=1e-12)
+    tt, ok = convert_two_theta([20.0, 100.0], 0.7093, 1.5406)     # 100 deg at Mo is beyond reach at Cu
+    assert ok.tolist() == [True, False] and np.isnan(tt[1])
+    with pytest.raises(ValueError, match="positive wavelength"):
+        convert_two_theta([20.0], 0.0, 1.5406)
+
+
+def _two_column(path, tt, y):
+    np.savetxt(path, np.column_stack([tt, y]))
+    return path
+
+
+def test_search_runs_end_to_end_on_a_two_column_file(tmp_path, small_csv, tiny_checkpoint, capsys):
+    from xrdflow.cli import main
+
+    gal = load_gallery(small_csv)
+    s = gal.structures[4]
+    mo = xf.Simulator("MoKa", (4.0, 40.0), 3000, crystallite_size_nm=15.0)
+    pat = _two_column(tmp_path / "q.xy", mo.two_theta_deg, 1000 * mo.pattern(s) + 10)
+    argv = ["search", str(pat), "--checkpoint", str(tiny_checkpoint), "--gallery", str(small_csv), "-k", "4",
+            "--wavelength", "MoKa", "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "converted from 0.7093 A to the model's 1.54056 A" in out
+    lines = out.strip().splitlines()
+    assert lines[1].split()[:2] == ["rank", "id"] and len(lines) == 2 + 4
+    assert all(line.split()[1] in gal.ids for line in lines[2:])
+    assert main(argv) == 0 and "(cached)" in capsys.readouterr().out
+    # Same ranking from the Python API, and the measured pattern lands where the model's simulator puts it.
+    from xrdflow.evaluate import search_gallery
+    from xrdflow.io import read_pattern
+
+    res = search_gallery(pat, tiny_checkpoint, gal, k=4, wavelength="MoKa", cache_dir=tmp_path / "cache")
+    assert [r.split()[1] for r in lines[2:]] == res["ids"]
+    cu = xf.Simulator(**{**SIM_KW, "two_theta": tuple(SIM_KW["two_theta"])})
+    y, info = pattern_on_grid(read_pattern(pat), cu, wavelength="MoKa")
+    ref = cu.pattern(s)
+    peak_at = cu.two_theta_deg[np.argmax(ref)]
+    assert abs(cu.two_theta_deg[np.argmax(y)] - peak_at) < 0.15 and info["coverage"] == 1.0
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path, small_csv, tiny_checkpoint, capsys):
+    from xrdflow.cli import main
+    from xrdflow.evaluate.evaluation import evaluate
+    from xrdflow.io import read_pattern
+
+    missing = tmp_path / "nope.pt"
+    assert main(["evaluate", "--checkpoint", str(missing), "--gallery", str(small_csv)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        evaluate(missing, small_csv)
+    # Wavelength: absent, contradicting the file, or putting the data outside the model's range.
+    cu = xf.Simulator(**{**SIM_KW, "two_theta": tuple(SIM_KW["two_theta"])})
+    plain = _two_column(tmp_path / "plain.xy", cu.two_theta_deg, cu.pattern(xf.Structure.from_cif(examples.path("Si"))))
+    with pytest.raises(ValueError, match="does not say its wavelength"):
+        pattern_on_grid(read_pattern(plain), cu)
+    assert main(["search", str(plain), "--checkpoint", str(tiny_checkpoint), "--gallery", str(small_csv),
+                 "--cache-dir", str(tmp_path / "c")]) == 2
+    assert "--wavelength" in capsys.readouterr().err
+    stated = tmp_path / "stated.xy"
+    stated.write_text("# wavelength 1.5406\n" + "\n".join(f"{a} {b}" for a, b in zip(cu.two_theta_deg, cu.axis)))
+    p = read_pattern(stated)
+    if p.wavelengths:   # the reader understood the header: a contradicting --wavelength is refused
+        with pytest.raises(ValueError, match="the file says the wavelength is 1.5406"):
+            pattern_on_grid(p, cu, wavelength="MoKa")
+    far = _two_column(tmp_path / "far.xy", np.linspace(100, 150, 200), np.ones(200))
+    with pytest.raises(ValueError, match="outside the model's range|no measured point"):
+        pattern_on_grid(read_pattern(far), cu, wavelength="CuKa")
+    # Empty galleries.
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    with pytest.raises(ValueError):
+        load_gallery(empty_dir)
+    empty_csv = tmp_path / "empty.csv"
+    empty_csv.write_text("material_id,cif\n")
+    with pytest.raises(ValueError, match="no readable structure"):
+        load_gallery(empty_csv)
+    with pytest.raises(ValueError, match="empty"):
+        gallery_from_structures([])
+    with pytest.raises(ValueError, match="empty"):
+        PatternCosine(np.zeros((0, 10)))
+
+
+# ------------------------------------------------------------------ evaluate end to end
+def test_evaluate_command_writes_json_and_figures(tmp_path, small_csv, tiny_checkpoint, capsys):
+    from xrdflow.cli import main
+
+    out_json = tmp_path / "res.json"
+    figs = tmp_path / "figs"
+    argv = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--gallery", str(small_csv), "--queries", "realistic",
+            "--seed", "3", "--json", str(out_json), "--out-dir", str(figs), "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "pattern_cosine" in text and "peak_fom" in text
+    res = json.loads(out_json.read_text())
+    for key in ("n_gallery", "top1", "top3", "top5", "top10", "per_crystal_system", "baselines", "space_group_top1",
+                "queries", "seed", "checkpoint", "timing"):
+        assert key in res, key
+    assert res["n_gallery"] == 24 and res["queries"] == "realistic" and res["seed"] == 3
+    assert 0 <= res["top1"] <= res["top3"] <= res["top5"] <= res["top10"] <= 1
+    assert sum(v["n"] for v in res["per_crystal_system"].values()) == 24
+    for name in ("pattern_cosine", "peak_fom"):
+        b = res["baselines"][name]
+        assert set(("top1", "top3", "top5", "top10", "per_crystal_system")) <= set(b)
+    assert res["space_group_top1"]["frequency_source"] == "gallery"
+    assert sum(v["n_queries"] for v in res["space_group_top1"]["bins"].values()) == 24
+    for name in ("tsne.png", "retrieval.png"):
+        assert (figs / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Same numbers from the embedding cache on a second run; realistic queries are reproducible.
+    argv2 = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--gallery", str(small_csv), "--queries", "realistic",
+             "--seed", "3", "--json", str(out_json), "--no-baselines", "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv2) == 0
+    capsys.readouterr()
+    res2 = json.loads(out_json.read_text())
+    assert res2["embedding_cache"]["reused"] and res2["top1"] == res["top1"] and res2["baselines"] == {}
+
+
+def test_retrieval_summary_uses_gallery_labels():
+    ranks = np.array([1, 3, 1])
+    top1 = np.array([0, 0, 2])
+    out = retrieval_summary(ranks, top1, np.array(["cubic", "cubic", "hexagonal"]), np.array([225, 221, 194]),
+                            {225: 5, 221: 1, 194: 1})
+    assert out["top1"] == pytest.approx(2 / 3) and out["per_crystal_system"]["cubic"]["n"] == 2
+    assert out["space_group_top1"]["overall"] == pytest.approx(2 / 3)   # query 1 retrieved a 225 for a 221
