@@ -279,9 +279,10 @@ def test_bad_inputs_raise_clear_errors(tmp_path, small_csv, tiny_checkpoint, cap
     stated = tmp_path / "stated.xy"
     stated.write_text("# wavelength 1.5406\n" + "\n".join(f"{a} {b}" for a, b in zip(cu.two_theta_deg, cu.axis)))
     p = read_pattern(stated)
-    if p.wavelengths:   # the reader understood the header: a contradicting --wavelength is refused
-        with pytest.raises(ValueError, match="the file says the wavelength is 1.5406"):
-            pattern_on_grid(p, cu, wavelength="MoKa")
+    assert p.wavelengths == (1.5406,)
+    with pytest.raises(ValueError, match="the file says the wavelength is 1.5406"):
+        pattern_on_grid(p, cu, wavelength="MoKa")
+    assert pattern_on_grid(p, cu, wavelength=1.5406)[1]["file_wavelength"] == 1.5406   # agreeing is fine
     far = _two_column(tmp_path / "far.xy", np.linspace(100, 150, 200), np.ones(200))
     with pytest.raises(ValueError, match="outside the model's range|no measured point"):
         pattern_on_grid(read_pattern(far), cu, wavelength="CuKa")
