@@ -21,13 +21,16 @@ from xrdflow.models import DualTower, DualTowerConfig, build_graphs, collate_gra
 
 
 def _time(fn, repeats):
+    """Median wall time and median process CPU time (all threads) of fn, after a warm-up.
+    On a shared machine the wall time grows with the load; the CPU time much less."""
     fn()  # warm-up (e3nn code generation, allocator)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return float(np.median(wall)), float(np.median(cpu))
 
 
 def main(argv=None):
@@ -52,6 +55,8 @@ def main(argv=None):
 
     n_params = {name: sum(p.numel() for p in getattr(model, name).parameters())
                 for name in ("crystal_encoder", "pattern_encoder")}
+    if hasattr(os, "getloadavg"):
+        print("load average before: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}; "
           f"params crystal {n_params['crystal_encoder']:,} pattern {n_params['pattern_encoder']:,}")
     print(f"graphs: {graph_s * 1e3:.2f} ms/structure, "
@@ -70,10 +75,12 @@ def main(argv=None):
         model.zero_grad(set_to_none=True)
         model.encode_patterns(y).sum().backward()
 
-    t = _time(crystal, args.repeats)
-    print(f"crystal tower fwd+bwd, batch {b}: {t * 1e3:.0f} ms = {b / t:.0f} structures/s")
-    t = _time(pattern, args.repeats)
-    print(f"pattern tower fwd+bwd, batch {b}: {t * 1e3:.0f} ms = {b / t:.0f} patterns/s")
+    t, c = _time(crystal, args.repeats)
+    print(f"crystal tower fwd+bwd, batch {b}: {t * 1e3:.0f} ms wall = {b / t:.0f} structures/s "
+          f"({c * 1e3:.0f} ms CPU)")
+    t, c = _time(pattern, args.repeats)
+    print(f"pattern tower fwd+bwd, batch {b}: {t * 1e3:.0f} ms wall = {b / t:.0f} patterns/s "
+          f"({c * 1e3:.0f} ms CPU)")
 
     sb = args.step_batch
     big = collate_graphs(graphs[:sb])
@@ -86,8 +93,12 @@ def main(argv=None):
         loss.backward()
         opt.step()
 
-    t = _time(step, args.repeats)
-    print(f"training step (both towers + CLIP + AdamW), batch {sb}: {t * 1e3:.0f} ms = {sb / t:.0f} pairs/s")
+    t, c = _time(step, args.repeats)
+    print(f"training step (both towers + CLIP + AdamW), batch {sb}: {t * 1e3:.0f} ms wall = "
+          f"{sb / t:.0f} pairs/s ({c * 1e3:.0f} ms CPU)")
+    if hasattr(os, "getloadavg"):
+        print("load average during the run (other processes share the CPUs): "
+              + " ".join(f"{x:.1f}" for x in os.getloadavg()))
 
 
 if __name__ == "__main__":
