@@ -145,20 +145,25 @@ def _prepare_measured(tt: np.ndarray, y: np.ndarray, fwhm_deg: float) -> np.ndar
 
 
 def screen(tt: np.ndarray, y: np.ndarray, structures: Sequence[Structure], radiation, *, cell_search: float = 0.015,
-           screen_fwhm_deg: float = 0.25, progress: bool = True, threads: int | None = None):
-    """(scores, cell_factors) of every structure: best cosine over the cell-factor grid."""
+           screen_fwhm_deg: float = 0.25, progress: bool = True, threads: int | None = None, _cache=None):
+    """(scores, cell_factors) of every structure: best cosine over the cell-factor grid.
+
+    ``_cache``: a dict reused between calls on the same grid and candidates (the reflections)."""
     measured = _prepare_measured(tt, y, screen_fwhm_deg)
-    top = min(float(tt[-1]) * (1 + cell_search) + 2.0, 179.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # this simulator's own grid only sets d_min
-        sim = Simulator(radiation=radiation, two_theta=(max(1.0, float(tt[0]) * 0.9), top), n_points=256,
-                        U=0.0, V=0.0, W=screen_fwhm_deg ** 2)
-    refl = sim.reflections(structures, threads=threads)
+    cache = {} if _cache is None else _cache
+    if "refl" not in cache:
+        top = min(float(tt[-1]) * (1 + cell_search) + 2.0, 179.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # this simulator's own grid only sets d_min
+            sim = Simulator(radiation=radiation, two_theta=(max(1.0, float(tt[0]) * 0.9), top), n_points=256,
+                            U=0.0, V=0.0, W=screen_fwhm_deg ** 2)
+        cache["refl"] = sim.reflections(structures, threads=threads)
+        cache["instrument"] = sim._instrument()
+    refl = cache["refl"]
     # Broad Gaussian peaks convolved by the same Gaussian as the data: FWHM sqrt(2) x.
-    w_eff = 2.0 * screen_fwhm_deg ** 2
-    inst = dict(sim._instrument())
-    inst.update(grid_two_theta=np.ascontiguousarray(tt), axis=np.ascontiguousarray(tt), U=0.0, V=0.0, W=w_eff,
-                X=0.0, Y=0.0, normalization=0, zero_shift_deg=0.0)
+    inst = dict(cache["instrument"])
+    inst.update(grid_two_theta=np.ascontiguousarray(tt), axis=np.ascontiguousarray(tt), U=0.0, V=0.0,
+                W=2.0 * screen_fwhm_deg ** 2, X=0.0, Y=0.0, normalization=0, zero_shift_deg=0.0)
     theta_top = math.radians(float(tt[-1]) / 2)
     df = math.radians(screen_fwhm_deg / 2) / (2 * math.tan(theta_top))
     n_f = 1 if cell_search <= 0 else 2 * int(math.ceil(cell_search / df)) + 1
@@ -201,8 +206,9 @@ def identify(pattern, candidates, radiation=None, *, k: int = 5, max_phases: int
     data = as_pattern_data(pattern, radiation)
     ids, structs = load_candidates(candidates, progress=progress)
     tt, y = data.two_theta_deg, data.intensity
+    cache: dict = {}
     scores, factors = screen(tt, y, structs, data.radiation, cell_search=cell_search,
-                             screen_fwhm_deg=screen_fwhm_deg, progress=progress)
+                             screen_fwhm_deg=screen_fwhm_deg, progress=progress, _cache=cache)
     order = np.argsort(-scores, kind="stable")
     screened = [Candidate(int(i), ids[i], structs[i].formula, float(scores[i]), float(factors[i])) for i in order]
     # The screen found each cell factor; the fits start from the scaled cell and only search locally.
@@ -243,9 +249,23 @@ def identify(pattern, candidates, radiation=None, *, k: int = 5, max_phases: int
     steps = [([ranked[0].id], ranked[0].r_wp)]
     while len(chosen) < max_phases:
         trial_best = None
-        for c in ranked:
-            if c in chosen or any(same_phase(c, x) for x in chosen):
+        # Re-screen every candidate against what the current model leaves unexplained
+        # (observed minus the fitted phases), and try the k best of that screen.
+        rest = y - best_fit.phase_curves.sum(axis=0)
+        try:
+            r_scores, r_factors = screen(tt, rest, structs, data.radiation, cell_search=cell_search,
+                                         screen_fwhm_deg=screen_fwhm_deg, progress=False, _cache=cache)
+        except ValueError:        # nothing left above the background
+            break
+        trials = []
+        for i in np.argsort(-r_scores, kind="stable"):
+            c = Candidate(int(i), ids[i], structs[i].formula, float(scores[i]), float(r_factors[i]))
+            if any(c.index == x.index or same_phase(c, x) for x in chosen):
                 continue
+            trials.append(c)
+            if len(trials) == k:
+                break
+        for c in trials:
             try:
                 fit = fit_pattern(pat, [scaled(x) for x in chosen + [c]], radiation=data.radiation, config=cfg)
             except ValueError:
