@@ -316,7 +316,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dataset_parser(sub)
     __import__("xrdflow.fit.cli", fromlist=["add_fit_parsers"]).add_fit_parsers(sub)
-    __import__("xrdflow.fit.cli", fromlist=["add_fit_parsers"]).add_fit_parsers(sub)
     __import__("xrdflow.evaluate.cli", fromlist=["add_evaluate_parsers"]).add_evaluate_parsers(sub)
     from .train.cli import add_train_parser
 
