@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "dispatch.hpp"
 #include "drivers.hpp"
 #include "fail.hpp"
 #include "parallel.hpp"
@@ -118,16 +119,170 @@ void draw_phase(const CacheView& c, int64_t s, const AugmentConfig& cfg, double 
   for (size_t i = first; i < w_out.size(); ++i) w_out[i] *= renorm;
 }
 
-// Chebyshev series sum c_k T_k(x) by the recurrence T_{k+1} = 2x T_k - T_{k-1}.
-double chebyshev(const double* c, int n, double x) {
-  double t0 = 1.0, t1 = x, sum = c[0];
-  for (int k = 1; k < n; ++k) {
-    sum += c[k] * t1;
-    const double t2 = 2.0 * x * t1 - t0;
-    t0 = t1;
-    t1 = t2;
+// Words of Philox blocks first + j, j in [0, n_blocks), of a sample's
+// counter (4 words per block, block order).  Blocks are independent: written
+// so that the compiler runs several at once in vector registers.
+XF_VECTOR_CLONES void philox_words(const SampleRng& r, uint32_t first, int n_blocks, uint32_t* __restrict__ out) {
+  const uint32_t c0 = r.c0, c1 = r.c1, c2 = r.c2, key0 = r.key0, key1 = r.key1;
+  for (int j = 0; j < n_blocks; ++j) {
+    uint32_t x0 = c0, x1 = c1, x2 = c2, x3 = first + static_cast<uint32_t>(j), k0 = key0, k1 = key1;
+    for (int round = 0; round < 10; ++round) {
+      const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * x0, p1 = static_cast<uint64_t>(0xCD9E8D57u) * x2;
+      const uint32_t y0 = static_cast<uint32_t>(p1 >> 32) ^ x1 ^ k0, y2 = static_cast<uint32_t>(p0 >> 32) ^ x3 ^ k1;
+      x1 = static_cast<uint32_t>(p1);
+      x3 = static_cast<uint32_t>(p0);
+      x0 = y0;
+      x2 = y2;
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    out[4 * j] = x0;
+    out[4 * j + 1] = x1;
+    out[4 * j + 2] = x2;
+    out[4 * j + 3] = x3;
   }
-  return sum;
+}
+
+// Scratch arrays of one thread, reused across samples (no allocation per pattern).
+struct Scratch {
+  std::vector<uint32_t> words;
+  std::vector<double> a, b, c;
+  std::vector<double> d, w, acc;
+  void fit(int n) {
+    const size_t m = static_cast<size_t>(n) + 4;
+    if (words.size() < m) {
+      words.resize(m);
+      a.resize(m);
+      b.resize(m);
+      c.resize(m);
+    }
+  }
+};
+
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+// acc[i] <- (Poisson(counts acc_i+) + N(0, read^2)) / counts for every point
+// (counting_noise, drawn from the per-point streams of augment.hpp).
+XF_VECTOR_CLONES void add_counting_noise(const SampleRng& rng, double counts, double read, int np, double* __restrict__ acc) {
+  Scratch& sc = scratch();
+  sc.fit(np);
+  uint32_t* __restrict__ words = sc.words.data();
+  double* __restrict__ lam = sc.a.data();
+  double* __restrict__ z = sc.b.data();
+  const int n_blocks = (np + 3) / 4;
+  philox_words(rng, kNoiseStream, n_blocks, words);
+  // Pass 1 (vector): means and the central normal deviates.
+  for (int i = 0; i < np; ++i) {
+    lam[i] = counts * (acc[i] > 0.0 ? acc[i] : 0.0);
+    z[i] = inverse_normal_central(word_to_uniform(words[i]));
+  }
+  // Pass 2 (scalar, ~5 % of points): the tails of the normal.
+  constexpr uint32_t kTailWords = static_cast<uint32_t>(kNormalTail * 4294967296.0) + 16u;  // with a margin
+  for (int i = 0; i < np; ++i) {
+    const uint32_t w = words[i];
+    if (w < kTailWords || w > ~kTailWords) {  // a superset of the tails; the exact test follows
+      const double p = word_to_uniform(w);
+      if (p < kNormalTail || p > 1.0 - kNormalTail) z[i] = inverse_normal_tail(p);
+    }
+  }
+  // Pass 3 (vector): Cornish-Fisher everywhere (the small means are redone below).
+  const double read2 = read * read;
+  for (int i = 0; i < np; ++i) acc[i] = cornish_fisher(lam[i] > kPoissonExactBelow ? lam[i] : kPoissonExactBelow, read2, z[i]);
+  if (!(read > 0.0))
+    for (int i = 0; i < np; ++i) acc[i] = round_counts(acc[i]);
+  // Pass 4 (scalar): exact Poisson below kPoissonExactBelow, read noise from its own stream.
+  Philox4x32 second{{0, 0, 0, 0}};
+  int second_block = -1;
+  for (int i = 0; i < np; ++i) {
+    if (lam[i] < kPoissonExactBelow) {
+      double x = poisson_inverse(lam[i], word_to_uniform(words[i]));
+      if (read > 0.0) {
+        if (i / 4 != second_block) {
+          second_block = i / 4;
+          second = stream_block(rng, kReadNoiseStream + static_cast<uint32_t>(second_block));
+        }
+        x += read * inverse_normal_cdf(word_to_uniform(second.v[i % 4]));
+      }
+      acc[i] = x;
+    }
+  }
+  const double inv_counts = 1.0 / counts;
+  for (int i = 0; i < np; ++i) acc[i] *= inv_counts;
+}
+
+// Largest of x[0..n) (n >= 1), in four independent lanes.
+XF_VECTOR_CLONES double max_value(const double* x, int n) {
+  double m[4] = {x[0], x[0], x[0], x[0]};
+  int i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int k = 0; k < 4; ++k) m[k] = x[i + k] > m[k] ? x[i + k] : m[k];
+  for (; i < n; ++i) m[0] = x[i] > m[0] ? x[i] : m[0];
+  const double a = m[0] > m[1] ? m[0] : m[1], b = m[2] > m[3] ? m[2] : m[3];
+  return a > b ? a : b;
+}
+
+// acc[i] += base + scale sum_k c_k T_k(x_i), x the grid mapped onto [-1, 1]
+// (Chebyshev recurrence T_{k+1} = 2x T_k - T_{k-1}, one term at a time over
+// the whole grid so that the loops vectorize).
+XF_VECTOR_CLONES void add_chebyshev(const Grid& grid, const double* c, int order, double base, double scale, double* __restrict__ acc) {
+  const int np = grid.n;
+  Scratch& sc = scratch();
+  sc.fit(np);
+  double* __restrict__ x = sc.a.data();
+  double* __restrict__ t0 = sc.b.data();
+  double* __restrict__ t1 = sc.c.data();
+  const double x0 = grid.x[0], to_unit = 2.0 / (grid.x[np - 1] - grid.x[0]);
+  const double c0 = c[0], c1 = order > 1 ? c[1] : 0.0;
+  for (int i = 0; i < np; ++i) {
+    x[i] = (grid.x[i] - x0) * to_unit - 1.0;
+    t0[i] = 1.0;
+    t1[i] = x[i];
+    acc[i] += base + scale * (c0 + c1 * x[i]);
+  }
+  for (int k = 2; k < order; ++k) {
+    const double ck = scale * c[k];
+    for (int i = 0; i < np; ++i) {
+      const double t2 = 2.0 * x[i] * t1[i] - t0[i];
+      t0[i] = t1[i];
+      t1[i] = t2;
+      acc[i] += ck * t2;
+    }
+  }
+}
+
+// acc[i] += level exp(-k (x_i - centre)^2).  On a uniform grid by the
+// product recurrence of add_gaussian (render.hpp), restarted from an exact
+// exp every 64 points so that rounding stays at the 1e-14 level.
+void add_hump(const Grid& grid, double centre, double k, double level, double* __restrict__ acc) {
+  const int np = grid.n;
+  if (!grid.uniform) {
+    for (int i = 0; i < np; ++i) {
+      const double dx = grid.x[i] - centre;
+      acc[i] += level * std::exp(-k * dx * dx);
+    }
+    return;
+  }
+  const double step = 1.0 / grid.inv_step, q = std::exp(-2.0 * k * step * step);
+  for (int start = 0; start < np; start += 64) {
+    const int end = start + 64 < np ? start + 64 : np;
+    const double x0 = grid.start + start * step - centre;
+    double value = level * std::exp(-k * x0 * x0), ratio = std::exp(-k * step * (2.0 * x0 + step));
+    if (value == 0.0 || !(ratio < 1e300)) {  // far out on a narrow hump: 0 * inf must not appear
+      for (int i = start; i < end; ++i) {
+        const double dx = grid.x[i] - centre;
+        acc[i] += level * std::exp(-k * dx * dx);
+      }
+      continue;
+    }
+    for (int i = start; i < end; ++i) {
+      acc[i] += value;
+      value *= ratio;
+      ratio *= q;
+    }
+  }
 }
 
 void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, const RenderOptions& base,
@@ -185,7 +340,10 @@ void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, cons
     row[P_FRACTION + p] = fraction[p];
   }
 
-  std::vector<double> d, w;
+  std::vector<double>& d = scratch().d;
+  std::vector<double>& w = scratch().w;
+  d.clear();
+  w.clear();
   for (int p = 0; p < n_phases; ++p) {
     // Rietveld scale of a phase in a mixture: S_p ~ W_p / (cell mass x V)
     // (Hill & Howard, J. Appl. Cryst. 20, 467 (1987)); relative to the first phase.
@@ -211,7 +369,7 @@ void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, cons
   const bool noise = bernoulli(rng, cfg.noise_probability);
   row[P_BACKGROUND] = row[P_HUMP] = row[P_HUMP_CENTER] = row[P_HUMP_FWHM] = row[P_COUNTS] = row[P_READ_NOISE] = 0.0;
   if (background || hump || noise) {
-    const double peak = *std::max_element(acc, acc + np);
+    const double peak = max_value(acc, np);
     if (peak > 0.0) {
       const double inv_peak = 1.0 / peak;
       for (int i = 0; i < np; ++i) acc[i] *= inv_peak;
@@ -225,11 +383,7 @@ void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, cons
     for (int k = 0; k < order; ++k) norm += std::fabs(coef[k] = uniform_in(rng, -1.0, 1.0) / (k + 1));
     const double level = uniform_in(rng, cfg.background_lo, cfg.background_hi);
     row[P_BACKGROUND] = level;
-    const double x0 = grid.x[0], span = grid.x[np - 1] - grid.x[0];
-    for (int i = 0; i < np; ++i) {
-      const double x = 2.0 * (grid.x[i] - x0) / span - 1.0;
-      acc[i] += level * 0.5 * (1.0 + chebyshev(coef, order, x) / norm);
-    }
+    add_chebyshev(grid, coef, order, level * 0.5, level * 0.5 / norm, acc);
   }
   if (hump) {
     // Amorphous halo: a broad Gaussian in 2-theta.
@@ -239,11 +393,7 @@ void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, cons
     row[P_HUMP] = level;
     row[P_HUMP_CENTER] = centre;
     row[P_HUMP_FWHM] = fwhm;
-    const double k = 4.0 * kLn2 / (fwhm * fwhm);
-    for (int i = 0; i < np; ++i) {
-      const double dx = grid.x[i] - centre;
-      acc[i] += level * std::exp(-k * dx * dx);
-    }
+    add_hump(grid, centre, 4.0 * kLn2 / (fwhm * fwhm), level, acc);
   }
   if (noise) {
     // Counting statistics: the strongest point holds `counts` counts; each
@@ -252,10 +402,7 @@ void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, cons
     const double read = uniform_in(rng, cfg.read_noise_lo, cfg.read_noise_hi);
     row[P_COUNTS] = counts;
     row[P_READ_NOISE] = read;
-    const double inv_counts = 1.0 / counts;
-    for (int i = 0; i < np; ++i) {
-      acc[i] = counting_noise(rng, counts * std::max(0.0, acc[i]), read) * inv_counts;
-    }
+    add_counting_noise(rng, counts, read, np, acc);
   }
   const double scale = uniform_in(rng, cfg.scale_lo, cfg.scale_hi);
   row[P_SCALE] = scale;
@@ -318,7 +465,8 @@ void render_augmented(const CacheView& c, const int64_t* indices, int64_t n, con
   const Grid grid = make_grid(base);
   parallel_for(n, base.threads, [&](int64_t i) {
     SampleRng rng = make_sample_rng(seed, epoch, static_cast<uint64_t>(indices[i]));
-    std::vector<double> acc(base.n_points, 0.0);
+    std::vector<double>& acc = scratch().acc;
+    acc.assign(base.n_points, 0.0);
     double* row = params + i * P_COUNT;
     render_sample(c, indices[i], cfg, base, grid, rng, acc.data(), row);
     float* dst = out + i * static_cast<int64_t>(base.n_points);

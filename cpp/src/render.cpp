@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "dispatch.hpp"
 #include "drivers.hpp"
 #include "fail.hpp"
 #include "parallel.hpp"
@@ -55,7 +56,7 @@ Grid make_grid(const RenderOptions& o) {
   return g;
 }
 
-void accumulate_lines(const Grid& grid, const double* d, const double* weight, int64_t n, const Lines& lines,
+XF_VECTOR_CLONES void accumulate_lines(const Grid& grid, const double* d, const double* weight, int64_t n, const Lines& lines,
                       const ProfileParams& profile, const Placement& place, double cos2_2theta_m, bool neutron,
                       double cutoff_rel, double* acc) {
   const double lo = grid.x[0], hi = grid.x[grid.n - 1];
@@ -64,26 +65,41 @@ void accumulate_lines(const Grid& grid, const double* d, const double* weight, i
   thread_local std::vector<double> buffer;
   if (buffer.size() < static_cast<size_t>(grid.n) + 2) buffer.assign(grid.n + 2, 0.0);
   TailBuffer tails{buffer.data(), grid.n + 2, -1};
-  for (int line = 0; line < lines.n; ++line) {
+  // The peak of reflection i in one line; false when it is not drawn.
+  auto peak_of = [&](int64_t i, int line, PeakSpec& p) {
     const double lambda = lines.wavelengths[line], line_weight = lines.weights[line];
-    if (line_weight == 0.0) continue;
-    for (int64_t i = 0; i < n; ++i) {
-      // Bragg: sin(theta) = lambda / 2d; every other trig value follows from it.
-      const double sin_t = lambda / (2.0 * d[i]);
-      if (!(sin_t < 1.0) || weight[i] == 0.0) continue;
-      const double cos_t = std::sqrt(1.0 - sin_t * sin_t);
-      const double tt = 2.0 * std::asin(sin_t) * kDegPerRad;
-      const PeakShape shape = tch_shape_tc(sin_t / cos_t, cos_t, lambda, profile);
-      if (!(shape.fwhm_deg > 0.0)) continue;
-      double centre = tt + place.zero_shift_deg;
-      if (place.displacement_mm != 0.0)
-        centre += displacement_shift_deg(place.displacement_mm, place.radius_mm, cos_t);
-      const Cutoffs cut = profile_cutoffs(shape.fwhm_deg, shape.eta, cutoff_rel);
-      const double reach = cut.gauss > cut.lorentz ? cut.gauss : cut.lorentz;
-      if (centre + reach < lo || centre - reach > hi) continue;
-      const double area = line_weight * weight[i] * lorentz_polarization_sc(sin_t, cos_t, cos2_2theta_m, neutron);
-      add_peak(grid, centre, area, shape.fwhm_deg, shape.eta, cut, acc, &tails);
+    if (line_weight == 0.0) return false;
+    // Bragg: sin(theta) = lambda / 2d; every other trig value follows from it.
+    const double sin_t = lambda / (2.0 * d[i]);
+    if (!(sin_t < 1.0) || weight[i] == 0.0) return false;
+    const double cos_t = std::sqrt(1.0 - sin_t * sin_t);
+    const double tt = 2.0 * std::asin(sin_t) * kDegPerRad;
+    const PeakShape shape = tch_shape_tc(sin_t / cos_t, cos_t, lambda, profile);
+    if (!(shape.fwhm_deg > 0.0)) return false;
+    double centre = tt + place.zero_shift_deg;
+    if (place.displacement_mm != 0.0) centre += displacement_shift_deg(place.displacement_mm, place.radius_mm, cos_t);
+    const Cutoffs cut = profile_cutoffs(shape.fwhm_deg, shape.eta, cutoff_rel);
+    const double reach = cut.gauss > cut.lorentz ? cut.gauss : cut.lorentz;
+    if (centre + reach < lo || centre - reach > hi) return false;
+    const double area = line_weight * weight[i] * lorentz_polarization_sc(sin_t, cos_t, cos2_2theta_m, neutron);
+    p = PeakSpec{centre, area, shape.fwhm_deg, shape.eta, cut};
+    return true;
+  };
+  // Reflection by reflection, so that the two lines of a doublet are drawn together (add_peak_pair).
+  for (int64_t i = 0; i < n; ++i) {
+    PeakSpec first{}, p{};
+    bool pending = false;
+    for (int line = 0; line < lines.n; ++line) {
+      if (!peak_of(i, line, p)) continue;
+      if (!pending) {
+        first = p;
+        pending = true;
+      } else {
+        add_peak_pair(grid, first, p, acc, &tails);
+        pending = false;
+      }
     }
+    if (pending) add_peak(grid, first.centre, first.area, first.fwhm, first.eta, first.cut, acc, &tails);
   }
   finish_tails(tails, grid.n, acc);
 }
@@ -101,7 +117,7 @@ void render_one(const ReflectionView& r, const RenderOptions& o, const Grid& gri
 
 }  // namespace
 
-void normalize(const RenderOptions& o, double* acc) {
+XF_VECTOR_CLONES void normalize(const RenderOptions& o, double* acc) {
   double scale = 0.0;
   if (o.normalization == Normalization::max) {
     scale = *std::max_element(acc, acc + o.n_points);

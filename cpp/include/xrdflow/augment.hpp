@@ -80,7 +80,8 @@ XF_INLINE double uniform(SampleRng& r) {
 
 // Uniform in (0, 1) from one 32-bit word: for per-point noise, where 2^-32
 // resolution is ample and one Philox block then serves four draws.
-XF_INLINE double uniform32(SampleRng& r) { return (static_cast<double>(next_word(r)) + 0.5) * (1.0 / 4294967296.0); }
+XF_INLINE double word_to_uniform(uint32_t w) { return (static_cast<double>(w) + 0.5) * (1.0 / 4294967296.0); }
+XF_INLINE double uniform32(SampleRng& r) { return word_to_uniform(next_word(r)); }
 
 XF_INLINE double uniform_in(SampleRng& r, double lo, double hi) { return lo + (hi - lo) * uniform(r); }
 
@@ -94,24 +95,30 @@ XF_INLINE bool bernoulli(SampleRng& r, double p) { return p > 0.0 && uniform(r) 
 // Inverse of the standard normal CDF, relative error < 1.2e-9 (P. J. Acklam's
 // rational approximation, 2003): rational in the central 95 %, sqrt(-2 ln q)
 // only in the tails, so one uniform gives one normal deviate cheaply.
-XF_INLINE double inverse_normal_cdf(double p) {
-  const double a[6] = {-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
-                       1.383577518672690e+02,  -3.066479806614716e+01, 2.506628277459239e+00};
-  const double b[5] = {-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
-                       6.680131188771972e+01,  -1.328068155288572e+01};
+constexpr double kNormalTail = 0.02425;  // below p (or above 1 - p) the tail formula applies
+
+// The central formula, for kNormalTail <= p <= 1 - kNormalTail (branch-free, so loops over it vectorize).
+XF_INLINE double inverse_normal_central(double p) {
+  const double q = p - 0.5, t = q * q;
+  return (((((-3.969683028665376e+01 * t + 2.209460984245205e+02) * t - 2.759285104469687e+02) * t +
+            1.383577518672690e+02) * t - 3.066479806614716e+01) * t + 2.506628277459239e+00) * q /
+         (((((-5.447609879822406e+01 * t + 1.615858368580409e+02) * t - 1.556989798598866e+02) * t +
+            6.680131188771972e+01) * t - 1.328068155288572e+01) * t + 1.0);
+}
+
+// The tail formula, for p < kNormalTail or p > 1 - kNormalTail.
+XF_INLINE double inverse_normal_tail(double p) {
   const double c[6] = {-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
                        -2.549732539343734e+00, 4.374664141464968e+00,  2.938163982698783e+00};
   const double d[4] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00};
-  const double p_low = 0.02425;
-  if (p < p_low || p > 1.0 - p_low) {
-    const double q = std::sqrt(-2.0 * std::log(p < p_low ? p : 1.0 - p));
-    const double x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
-                     ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0);
-    return p < p_low ? x : -x;
-  }
-  const double q = p - 0.5, t = q * q;
-  return (((((a[0] * t + a[1]) * t + a[2]) * t + a[3]) * t + a[4]) * t + a[5]) * q /
-         (((((b[0] * t + b[1]) * t + b[2]) * t + b[3]) * t + b[4]) * t + 1.0);
+  const double q = std::sqrt(-2.0 * std::log(p < kNormalTail ? p : 1.0 - p));
+  const double x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+                   ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0);
+  return p < kNormalTail ? x : -x;
+}
+
+XF_INLINE double inverse_normal_cdf(double p) {
+  return (p < kNormalTail || p > 1.0 - kNormalTail) ? inverse_normal_tail(p) : inverse_normal_central(p);
 }
 
 XF_INLINE double normal(SampleRng& r) { return inverse_normal_cdf(uniform32(r)); }
@@ -128,8 +135,8 @@ XF_INLINE double normal(SampleRng& r) { return inverse_normal_cdf(uniform32(r));
 // noise the result is rounded to whole counts.
 constexpr double kPoissonExactBelow = 20.0;
 
-XF_INLINE double poisson_exact(SampleRng& r, double lam) {
-  const double u = uniform32(r);
+// Poisson(lam) by inversion (sequential search) of the uniform u in (0, 1).
+XF_INLINE double poisson_inverse(double lam, double u) {
   double term = std::exp(-lam), cdf = term;
   int k = 0;
   while (u > cdf && k < 200) {
@@ -144,16 +151,50 @@ XF_INLINE double poisson_exact(SampleRng& r, double lam) {
   return static_cast<double>(k);
 }
 
+XF_INLINE double poisson_exact(SampleRng& r, double lam) { return poisson_inverse(lam, uniform32(r)); }
+
+// The Cornish-Fisher value for the normal deviate z, before any rounding
+// (branch-free, so loops over it vectorize); read2 = sigma^2.
+XF_INLINE double cornish_fisher(double lam, double read2, double z) {
+  // s g1 = lam / var, s g2 = lam s / var^2, s g1^2 = lam^2 s / var^3: one division and one
+  // square root per value, the constant divisors as products.
+  const double z2 = z * z;
+  const double var = lam + read2, s = std::sqrt(var), r = 1.0 / var;
+  const double a = lam * r, b = a * r * s, c = a * b;
+  return lam + s * z + a * (1.0 / 6.0) * (z2 - 1.0) + b * (1.0 / 24.0) * (z2 - 3.0) * z -
+         c * (1.0 / 36.0) * (2.0 * z2 - 5.0) * z;
+}
+
+// Whole counts of a Cornish-Fisher value without read noise.
+XF_INLINE double round_counts(double x) {
+  const double rounded = x + 0.5;
+  return rounded > 0.0 ? static_cast<double>(static_cast<int64_t>(rounded)) : 0.0;  // no libm call
+}
+
+// The Cornish-Fisher branch (lam >= kPoissonExactBelow) from its normal deviate z.
+XF_INLINE double counting_noise_cf(double lam, double sigma, double z) {
+  const double x = cornish_fisher(lam, sigma * sigma, z);
+  return sigma > 0.0 ? x : round_counts(x);
+}
+
 XF_INLINE double counting_noise(SampleRng& r, double lam, double sigma) {
   if (!(lam > 0.0)) return sigma > 0.0 ? sigma * normal(r) : 0.0;
   if (lam < kPoissonExactBelow) return poisson_exact(r, lam) + (sigma > 0.0 ? sigma * normal(r) : 0.0);
-  const double z = normal(r), z2 = z * z;
-  const double var = lam + sigma * sigma, s = std::sqrt(var), inv_var = 1.0 / var;
-  const double g2 = lam * inv_var * inv_var, g1 = g2 * s;  // lam / s^3 = (lam / s^4) s: one division
-  const double x = lam + s * (z + (z2 - 1.0) * g1 / 6.0 + (z2 - 3.0) * z * g2 / 24.0 - (2.0 * z2 - 5.0) * z * g1 * g1 / 36.0);
-  if (sigma > 0.0) return x;
-  const double rounded = x + 0.5;
-  return rounded > 0.0 ? static_cast<double>(static_cast<int64_t>(rounded)) : 0.0;  // no libm call
+  return counting_noise_cf(lam, sigma, normal(r));
+}
+
+// Per-point noise of a whole pattern draws from two streams of its own, so
+// that every point's draws sit at a fixed place and whole patterns are drawn
+// in vectorizable passes: point i takes word i % 4 of Philox block
+// kNoiseStream + i / 4 (its Poisson uniform or normal deviate) and, only for
+// means below kPoissonExactBelow with read noise, the same word of block
+// kReadNoiseStream + i / 4 (the read-noise deviate).  The sequential stream
+// of a sample (next_word) counts blocks up from 0 and never reaches these.
+constexpr uint32_t kNoiseStream = 0x80000000u;
+constexpr uint32_t kReadNoiseStream = 0xC0000000u;
+
+XF_INLINE Philox4x32 stream_block(const SampleRng& r, uint32_t block) {
+  return philox4x32_10(Philox4x32{{r.c0, r.c1, r.c2, block}}, r.key0, r.key1);
 }
 
 XF_INLINE double poisson(SampleRng& r, double lam) { return counting_noise(r, lam, 0.0); }

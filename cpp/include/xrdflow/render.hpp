@@ -41,7 +41,7 @@ XF_INLINE int lower_index(const Grid& g, double v) {
 // work per linear piece) and integrated once per pattern by finish_tails().
 // For x >> H the tail is ~A H^2 / (4 x^2) with L'' ~ 1.5 A H^2 / x^4, so a
 // piece of width h starting at distance x errs by at most
-// h^2 / 8 * 1.5 A H^2 / x^4, i.e. h <= x^2 sqrt(tol / 0.1875) / H.
+// h^2 / 8 * 1.5 A H^2 / x^4, i.e. h <= x^2 std::sqrt(tol / 0.1875) / H.
 constexpr double kTailTolerance = 1e-5;
 
 // Second differences of the far tails (d2, length n + 2, all zero when
@@ -76,28 +76,80 @@ XF_INLINE void finish_tails(TailBuffer& t, int n, double* out) {
   t.hi = -1;
 }
 
-// Lorentzian amp / (1 + inv_h2 dx^2) on grid points [lo, hi): exactly within
-// `exact` of the centre, as linear pieces (into d2) beyond.
-XF_INLINE void add_lorentzian(const Grid& g, double centre, double amp, double fwhm, double inv_h2, int lo, int hi,
-                              double exact, double* __restrict__ out, TailBuffer* d2) {
-  const double* __restrict__ grid = g.x;
-  const int in_lo = d2 ? (lower_index(g, centre - exact) > lo ? lower_index(g, centre - exact) : lo) : lo;
-  const int in_hi = d2 ? (lower_index(g, centre + exact) < hi ? lower_index(g, centre + exact) : hi) : hi;
-  for (int i = in_lo; i < in_hi; ++i) {
-    const double dx = grid[i] - centre;
-    out[i] += amp / (1.0 + inv_h2 * dx * dx);
+// The Lorentzian component of one peak, amp / (1 + inv_h2 dx^2): its window
+// [lo, hi) of grid points, and the part [in_lo, in_hi) evaluated exactly
+// (the whole window unless the far tails go in as linear pieces).
+struct LorentzPart {
+  double centre, amp, fwhm, inv_h2;
+  int lo, hi, in_lo, in_hi;
+  bool pieces;
+};
+
+// The Lorentzian part of a pseudo-Voigt of `area`; amp = 0 (empty window) when it has none.
+XF_INLINE LorentzPart lorentz_part(const Grid& g, double centre, double area, double fwhm, double eta,
+                                   const Cutoffs& cut, bool have_tail_buffer) {
+  LorentzPart p{centre, 0.0, fwhm, 4.0 / (fwhm * fwhm), 0, 0, 0, 0, false};
+  if (!(cut.lorentz > 0.0)) return p;
+  p.amp = area * eta * 2.0 / (kPi * fwhm);
+  p.lo = lower_index(g, centre - cut.lorentz);
+  p.hi = lower_index(g, centre + cut.lorentz);
+  // Exact out to where linear pieces would span two steps, and at least 2 FWHM.
+  const double c_tail = std::sqrt(kTailTolerance / 0.1875);
+  const double two_steps = std::sqrt(2.0 * fwhm / (g.inv_step * c_tail));
+  const double exact = two_steps > 2.0 * fwhm ? two_steps : 2.0 * fwhm;
+  // A piece costs about as much as ten exact points: use pieces only where
+  // a tail holds many more points than pieces (broad peaks, long tails).
+  // Pieces per side ~ (H / c) (1 / exact - 1 / cutoff), c = std::sqrt(tol / 0.1875).
+  const double tail_points = (cut.lorentz - exact) * g.inv_step;
+  const double tail_pieces = fwhm / c_tail * (1.0 / exact - 1.0 / cut.lorentz);
+  p.pieces = g.uniform && have_tail_buffer && tail_points > 10.0 * tail_pieces + 32.0;
+  p.in_lo = p.lo;
+  p.in_hi = p.hi;
+  if (p.pieces) {
+    const int a = lower_index(g, centre - exact), b = lower_index(g, centre + exact);
+    p.in_lo = a > p.lo ? a : p.lo;
+    p.in_hi = b < p.hi ? b : p.hi;
   }
-  if (!d2) return;
+  return p;
+}
+
+// The exact Lorentzian on grid points [from, to).
+XF_INLINE void lorentz_exact(const Grid& g, const LorentzPart& p, int from, int to, double* __restrict__ out) {
+  const double* __restrict__ grid = g.x;
+  const double centre = p.centre, amp = p.amp, k = p.inv_h2;
+  for (int i = from; i < to; ++i) {
+    const double dx = grid[i] - centre;
+    out[i] += amp / (1.0 + k * dx * dx);
+  }
+}
+
+// Two exact Lorentzians (the two lines of a doublet) on grid points [from, to)
+// with one division per point: a/u + b/v = (a v + b u) / (u v).
+XF_INLINE void lorentz_exact_pair(const Grid& g, const LorentzPart& p, const LorentzPart& q, int from, int to,
+                                  double* __restrict__ out) {
+  const double* __restrict__ grid = g.x;
+  const double cp = p.centre, ap = p.amp, kp = p.inv_h2, cq = q.centre, aq = q.amp, kq = q.inv_h2;
+  for (int i = from; i < to; ++i) {
+    const double dp = grid[i] - cp, dq = grid[i] - cq;
+    const double u = 1.0 + kp * dp * dp, v = 1.0 + kq * dq * dq;
+    out[i] += (ap * v + aq * u) / (u * v);
+  }
+}
+
+// The far tails of p as linear pieces (into d2), outside [in_lo, in_hi).
+XF_INLINE void lorentz_tails(const Grid& g, const LorentzPart& p, TailBuffer* d2) {
+  const double centre = p.centre, amp = p.amp, inv_h2 = p.inv_h2;
+  const int lo = p.lo, hi = p.hi;
   const double step = 1.0 / g.inv_step;
-  const double spacing = std::sqrt(kTailTolerance / 0.1875) / (fwhm * step);  // points per x^2
+  const double spacing = std::sqrt(kTailTolerance / 0.1875) / (p.fwhm * step);  // points per x^2
   auto value_at = [&](int k) {  // exact value at grid index k (k may be n: extrapolated position)
     const double dx = g.start + k * step - centre;
     return amp / (1.0 + inv_h2 * dx * dx);
   };
   // Right tail, walking outwards: each piece is sized at its near end and
   // shares its end value with the next piece.
-  double v0 = value_at(in_hi);
-  for (int k = in_hi; k < hi;) {
+  double v0 = value_at(p.in_hi);
+  for (int k = p.in_hi; k < hi;) {
     const double x = g.start + k * step - centre;
     int width = static_cast<int>(spacing * x * x);
     width = width < 1 ? 1 : width;
@@ -108,8 +160,8 @@ XF_INLINE void add_lorentzian(const Grid& g, double centre, double amp, double f
     k = e;
   }
   // Left tail, walking outwards (downwards).
-  double v1 = value_at(in_lo);
-  for (int e = in_lo; e > lo;) {
+  double v1 = value_at(p.in_lo);
+  for (int e = p.in_lo; e > lo;) {
     const double x = centre - (g.start + (e - 1) * step);
     int width = static_cast<int>(spacing * x * x);
     width = width < 1 ? 1 : width;
@@ -121,8 +173,68 @@ XF_INLINE void add_lorentzian(const Grid& g, double centre, double amp, double f
   }
 }
 
+XF_INLINE void add_lorentz_part(const Grid& g, const LorentzPart& p, double* __restrict__ out, TailBuffer* d2) {
+  if (p.lo >= p.hi) return;
+  lorentz_exact(g, p, p.in_lo, p.in_hi, out);
+  if (p.pieces) lorentz_tails(g, p, d2);
+}
+
+// Two Lorentzians: the exact parts where both are exact share one division per point.
+XF_INLINE void add_lorentz_pair(const Grid& g, const LorentzPart& p, const LorentzPart& q, double* __restrict__ out,
+                                TailBuffer* d2) {
+  if (p.lo >= p.hi || q.lo >= q.hi) {
+    add_lorentz_part(g, p, out, d2);
+    add_lorentz_part(g, q, out, d2);
+    return;
+  }
+  const int a = p.in_lo > q.in_lo ? p.in_lo : q.in_lo, b = p.in_hi < q.in_hi ? p.in_hi : q.in_hi;
+  if (a >= b) {
+    add_lorentz_part(g, p, out, d2);
+    add_lorentz_part(g, q, out, d2);
+    return;
+  }
+  lorentz_exact_pair(g, p, q, a, b, out);
+  lorentz_exact(g, p, p.in_lo, a, out);
+  lorentz_exact(g, p, b, p.in_hi, out);
+  lorentz_exact(g, q, q.in_lo, a, out);
+  lorentz_exact(g, q, b, q.in_hi, out);
+  if (p.pieces) lorentz_tails(g, p, d2);
+  if (q.pieces) lorentz_tails(g, q, d2);
+}
+
+// The Gaussian component (1 - eta) (2/H) std::sqrt(ln2/pi) std::exp(-4 ln2 x^2/H^2) of `area`, within cut.gauss.
+XF_INLINE void add_gaussian(const Grid& g, double centre, double area, double fwhm, double eta, const Cutoffs& cut,
+                            double* __restrict__ out) {
+  if (!(cut.gauss > 0.0)) return;
+  const double* __restrict__ grid = g.x;
+  const double amp = area * (1.0 - eta) * 2.0 * std::sqrt(kLn2 / kPi) / fwhm;
+  const double k = kLn2 * (4.0 / (fwhm * fwhm));
+  const int lo = lower_index(g, centre - cut.gauss), hi = lower_index(g, centre + cut.gauss);
+  if (g.uniform && lo < hi) {
+    // On a uniform grid std::exp(-k (x0 + j s)^2) follows from two products per
+    // point: g_{j+1} = g_j r_j, r_{j+1} = r_j q with q = std::exp(-2 k s^2)
+    // (three exp calls per peak instead of one per point; the window is a
+    // few dozen points, so rounding stays at the 1e-14 level).
+    const double step = 1.0 / g.inv_step;
+    const double x0 = grid[lo] - centre;
+    double value = amp * std::exp(-k * x0 * x0);
+    double ratio = std::exp(-k * step * (2.0 * x0 + step));
+    const double q = std::exp(-2.0 * k * step * step);
+    for (int i = lo; i < hi; ++i) {
+      out[i] += value;
+      value *= ratio;
+      ratio *= q;
+    }
+  } else {
+    for (int i = lo; i < hi; ++i) {
+      const double dx = grid[i] - centre;
+      out[i] += amp * std::exp(-k * dx * dx);
+    }
+  }
+}
+
 // Add `area` times a unit-area pseudo-Voigt
-//   pV(x) = eta 2/(pi H) / (1 + 4x^2/H^2) + (1 - eta) (2/H) sqrt(ln2/pi) exp(-4 ln2 x^2/H^2)
+//   pV(x) = eta 2/(pi H) / (1 + 4x^2/H^2) + (1 - eta) (2/H) std::sqrt(ln2/pi) std::exp(-4 ln2 x^2/H^2)
 // (Thompson, Cox & Hastings 1987, eq. 1) centred at `centre` to out[], on
 // the points of `grid` within each component's cutoff (profile_cutoffs).  The
 // Gaussian is short and evaluated exactly; the Lorentzian exactly near the
@@ -132,49 +244,30 @@ XF_INLINE void add_lorentzian(const Grid& g, double centre, double amp, double f
 XF_INLINE void add_peak(const Grid& g, double centre, double area, double fwhm, double eta, const Cutoffs& cut,
                         double* __restrict__ out, TailBuffer* d2) {
   if (!(fwhm > 0.0)) return;
-  const double* __restrict__ grid = g.x;
-  const double inv_h2 = 4.0 / (fwhm * fwhm);
-  if (cut.lorentz > 0.0) {
-    const double amp = area * eta * 2.0 / (kPi * fwhm);
-    const int lo = lower_index(g, centre - cut.lorentz), hi = lower_index(g, centre + cut.lorentz);
-    // Exact out to where linear pieces would span two steps, and at least 2 FWHM.
-    const double two_steps = std::sqrt(2.0 * fwhm / (g.inv_step * std::sqrt(kTailTolerance / 0.1875)));
-    const double exact = two_steps > 2.0 * fwhm ? two_steps : 2.0 * fwhm;
-    // A piece costs about as much as ten exact points: use pieces only where
-    // a tail holds many more points than pieces (broad peaks, long tails).
-    // Pieces per side ~ (H / c) (1 / exact - 1 / cutoff), c = sqrt(tol / 0.1875).
-    const double c_tail = std::sqrt(kTailTolerance / 0.1875);
-    const double tail_points = (cut.lorentz - exact) * g.inv_step;
-    const double tail_pieces = fwhm / c_tail * (1.0 / exact - 1.0 / cut.lorentz);
-    const bool pieces = g.uniform && d2 && tail_points > 10.0 * tail_pieces + 32.0;
-    add_lorentzian(g, centre, amp, fwhm, inv_h2, lo, hi, exact, out, pieces ? d2 : nullptr);
+  add_lorentz_part(g, lorentz_part(g, centre, area, fwhm, eta, cut, d2 != nullptr), out, d2);
+  add_gaussian(g, centre, area, fwhm, eta, cut, out);
+}
+
+// One peak of one line, everything add_peak needs.
+struct PeakSpec {
+  double centre, area, fwhm, eta;
+  Cutoffs cut;
+};
+
+// The two lines of a doublet (K-alpha1 and K-alpha2 of one reflection): the
+// same as add_peak for each, with the exact Lorentzian parts evaluated in one
+// pass (one division per point for both).
+XF_INLINE void add_peak_pair(const Grid& g, const PeakSpec& a, const PeakSpec& b, double* __restrict__ out,
+                             TailBuffer* d2) {
+  if (!(a.fwhm > 0.0) || !(b.fwhm > 0.0)) {
+    add_peak(g, a.centre, a.area, a.fwhm, a.eta, a.cut, out, d2);
+    add_peak(g, b.centre, b.area, b.fwhm, b.eta, b.cut, out, d2);
+    return;
   }
-  if (cut.gauss > 0.0) {
-    const double amp = area * (1.0 - eta) * 2.0 * std::sqrt(kLn2 / kPi) / fwhm;
-    const double k = kLn2 * inv_h2;
-    const int lo = lower_index(g, centre - cut.gauss), hi = lower_index(g, centre + cut.gauss);
-    if (g.uniform && lo < hi) {
-      // On a uniform grid exp(-k (x0 + j s)^2) follows from two products per
-      // point: g_{j+1} = g_j r_j, r_{j+1} = r_j q with q = exp(-2 k s^2)
-      // (three exp calls per peak instead of one per point; the window is a
-      // few dozen points, so rounding stays at the 1e-14 level).
-      const double step = 1.0 / g.inv_step;
-      const double x0 = grid[lo] - centre;
-      double value = amp * std::exp(-k * x0 * x0);
-      double ratio = std::exp(-k * step * (2.0 * x0 + step));
-      const double q = std::exp(-2.0 * k * step * step);
-      for (int i = lo; i < hi; ++i) {
-        out[i] += value;
-        value *= ratio;
-        ratio *= q;
-      }
-    } else {
-      for (int i = lo; i < hi; ++i) {
-        const double dx = grid[i] - centre;
-        out[i] += amp * std::exp(-k * dx * dx);
-      }
-    }
-  }
+  add_lorentz_pair(g, lorentz_part(g, a.centre, a.area, a.fwhm, a.eta, a.cut, d2 != nullptr),
+                   lorentz_part(g, b.centre, b.area, b.fwhm, b.eta, b.cut, d2 != nullptr), out, d2);
+  add_gaussian(g, a.centre, a.area, a.fwhm, a.eta, a.cut, out);
+  add_gaussian(g, b.centre, b.area, b.fwhm, b.eta, b.cut, out);
 }
 
 }  // namespace xrdflow
