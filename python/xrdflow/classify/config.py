@@ -1,0 +1,219 @@
+"""Configuration of the space-group classifier: plain dataclasses, read from and written to YAML.
+
+::
+
+    from xrdflow.classify import load_config
+    cfg = load_config("configs/classifier_small.yaml")
+    cfg.model.pattern.n_points, cfg.optim.lr, cfg.run.out_dir
+    sim = cfg.make_simulator()          # the 2-theta grid the classifier reads
+
+Sections (all optional in YAML; unknown keys are refused naming the key):
+
+``model``        :class:`ClassifierModelConfig` (pattern encoder + heads)
+``data``         :class:`xrdflow.train.DataConfig` (sources, dedup, leakage check;
+                 the same section as the contrastive trainer)
+``simulator``    keyword arguments of :class:`xrdflow.Simulator`; ``n_points``
+                 defaults to the encoder's input length and must equal it
+``augmentation`` ``"realistic"``, ``"none"`` or a dict of :class:`xrdflow.Augmentation` fields
+``optim``        :class:`xrdflow.train.OptimConfig`
+``run``          :class:`xrdflow.train.RunConfig`
+
+The ``data``, ``optim`` and ``run`` sections and the YAML helpers are those of
+:mod:`xrdflow.train.config` (reused, not copied).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..models import PatternEncoderConfig
+from ..train.config import (AUGMENTATIONS, DataConfig, OptimConfig, RunConfig, _build, _plain, _tuplify,
+                            atomic_write_bytes)
+
+__all__ = ["ClassifierModelConfig", "ClassifierConfig", "HEADS", "config_from_dict", "config_to_dict",
+           "load_config", "save_config"]
+
+#: The three heads, in the order of ``loss_weights``.
+HEADS = ("crystal_system", "extinction_group", "space_group")
+SCHEMES = ("laue", "crystal_system", "standard_setting")
+
+
+@dataclass
+class ClassifierModelConfig:
+    """Pattern encoder (:class:`xrdflow.models.PatternEncoderConfig`) plus three linear heads.
+
+    dropout: dropout on the pooled features before the heads.
+    scheme: extinction-group scheme of :mod:`xrdflow.data.labels` ("laue": 120 classes).
+    loss_weights: weights of the crystal-system, extinction-group and space-group cross entropies.
+    label_smoothing: of every cross entropy (0 = none).
+    init_encoder_from: optional contrastive checkpoint (``xrdflow train``) whose pattern
+        encoder initialises this one (same PatternEncoderConfig required); None = random init.
+    """
+
+    pattern: PatternEncoderConfig = field(default_factory=lambda: PatternEncoderConfig(
+        n_points=1024, stem_channels=16, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), norm="batch"))
+    dropout: float = 0.1
+    scheme: str = "laue"
+    loss_weights: tuple = (1.0, 1.0, 1.0)
+    label_smoothing: float = 0.0
+    init_encoder_from: Any = None
+
+    def __post_init__(self):
+        if isinstance(self.pattern, dict):
+            self.pattern = _build(PatternEncoderConfig, self.pattern, "model.pattern")
+        if not isinstance(self.pattern, PatternEncoderConfig):
+            raise TypeError(f"model.pattern must be a PatternEncoderConfig or a mapping, got "
+                            f"{type(self.pattern).__name__}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"model.dropout must be a number in [0, 1), got {self.dropout!r}")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"model.scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        w = tuple(self.loss_weights) if isinstance(self.loss_weights, (list, tuple)) else None
+        if w is None or len(w) != 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                               and math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
+            raise ValueError("model.loss_weights must be three numbers >= 0 (crystal system, extinction group, "
+                             f"space group), not all 0; got {self.loss_weights!r}")
+        self.loss_weights = tuple(float(x) for x in w)
+        ls = self.label_smoothing
+        if isinstance(ls, bool) or not isinstance(ls, (int, float)) or not 0 <= ls < 1:
+            raise ValueError(f"model.label_smoothing must be in [0, 1), got {ls!r}")
+        if self.init_encoder_from is not None and not isinstance(self.init_encoder_from, str):
+            raise ValueError(f"model.init_encoder_from must be a checkpoint path or null, got "
+                             f"{self.init_encoder_from!r}")
+
+
+def _default_simulator() -> dict:
+    return {"radiation": "CuKa", "two_theta": [5.0, 90.0], "W": 0.04}
+
+
+def _default_data() -> DataConfig:
+    return DataConfig(train=["bundled:train"], val=[], holdout_val=200, max_val_structures=500,
+                      leakage_against=[], remove_overlaps=True, dedup=True)
+
+
+@dataclass
+class ClassifierConfig:
+    """Everything a classifier training run depends on (see the module docs)."""
+
+    model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
+    data: DataConfig = field(default_factory=_default_data)
+    simulator: dict = field(default_factory=_default_simulator)
+    augmentation: Any = "realistic"
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, warmup_steps=50, epochs=10,
+                                                                   batch_size=64))
+    run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/classifier"))
+
+    def __post_init__(self):
+        if not isinstance(self.model, ClassifierModelConfig):
+            raise TypeError(f"model must be a ClassifierModelConfig, got {type(self.model).__name__}")
+        if not isinstance(self.simulator, dict):
+            raise ValueError(f"simulator must be a mapping of xrdflow.Simulator arguments, got {self.simulator!r}")
+        n_model = self.model.pattern.n_points
+        n_sim = self.simulator.get("n_points")
+        if n_sim is None:
+            if "step" in self.simulator:
+                raise ValueError("simulator.step is not allowed: the encoder needs a fixed n_points "
+                                 f"({n_model}); give simulator.n_points instead")
+            self.simulator = {**self.simulator, "n_points": n_model}
+        elif n_sim != n_model:
+            raise ValueError(f"simulator.n_points = {n_sim} but model.pattern.n_points = {n_model}; make them equal")
+        if isinstance(self.augmentation, str) and self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {AUGMENTATIONS} or a dict of xrdflow.Augmentation "
+                             f"fields, got {self.augmentation!r}")
+        if not isinstance(self.augmentation, (str, dict)):
+            raise ValueError(f"augmentation must be one of {AUGMENTATIONS} or a dict, got {self.augmentation!r}")
+        self.make_augmentation()
+
+    @property
+    def simulator_kwargs(self) -> dict:
+        return {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.simulator.items()}
+
+    def make_simulator(self):
+        """The :class:`xrdflow.Simulator` of this run (the grid the classifier reads)."""
+        import warnings
+
+        import xrdflow as xf
+
+        try:
+            with warnings.catch_warnings():
+                # clean-pattern undersampling note; augmented patterns are broader (crystallite size)
+                warnings.filterwarnings("ignore", message="grid step", category=RuntimeWarning)
+                return xf.Simulator(**self.simulator_kwargs)
+        except TypeError as err:
+            raise ValueError(f"simulator: {err}") from None
+
+    def make_augmentation(self):
+        import xrdflow as xf
+
+        if self.augmentation == "realistic":
+            return xf.Augmentation.realistic()
+        if self.augmentation == "none":
+            return xf.Augmentation.none()
+        known = {f.name for f in dataclasses.fields(xf.Augmentation)}
+        for key in self.augmentation:
+            if key not in known:
+                raise ValueError(f"unknown key 'augmentation.{key}'; xrdflow.Augmentation fields are: "
+                                 f"{', '.join(sorted(known))}")
+        return xf.Augmentation(**{k: (_tuplify(v) if isinstance(v, list) else v)
+                                  for k, v in self.augmentation.items()})
+
+
+def config_to_dict(cfg: ClassifierConfig) -> dict:
+    """Plain dicts/lists/numbers (what YAML files and checkpoints hold)."""
+    return _plain(cfg)
+
+
+def config_from_dict(data: dict) -> ClassifierConfig:
+    """A :class:`ClassifierConfig` from plain values; unknown keys refused, missing ones defaulted."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"the config must be a mapping with sections model, data, simulator, augmentation, optim, "
+                         f"run; got {type(data).__name__}")
+    data = dict(data)
+    known = [f.name for f in dataclasses.fields(ClassifierConfig)]
+    for key in data:
+        if key not in known:
+            raise ValueError(f"unknown key '{key}' in the config; known sections: {', '.join(known)}")
+    kwargs = {}
+    for name, cls in (("model", ClassifierModelConfig), ("data", DataConfig), ("optim", OptimConfig),
+                      ("run", RunConfig)):
+        if name in data:
+            kwargs[name] = _build(cls, data.pop(name), name)
+    if "simulator" in data:
+        sim = data.pop("simulator") or {}
+        if not isinstance(sim, dict):
+            raise ValueError(f"simulator must be a mapping of xrdflow.Simulator arguments, got {sim!r}")
+        kwargs["simulator"] = {**_default_simulator(), **sim}
+    if "augmentation" in data:
+        kwargs["augmentation"] = data.pop("augmentation")
+    return ClassifierConfig(**kwargs)
+
+
+def load_config(path) -> ClassifierConfig:
+    """Read a YAML config (``yaml.safe_load``)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such config file: {str(path)!r}")
+    with open(path, encoding="utf-8") as fh:
+        try:
+            data = yaml.safe_load(fh)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path} is not valid YAML: {err}") from None
+    try:
+        return config_from_dict(data)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def save_config(cfg: ClassifierConfig, path) -> None:
+    """Write the config as YAML, atomically."""
+    import yaml
+
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+    atomic_write_bytes(path, text.encode("utf-8"))
