@@ -29,14 +29,23 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "classifier_tiny.yaml"
 
 
-def tiny_config(out_dir, augmentation="realistic", **optim) -> ClassifierConfig:
+def tiny_config(out_dir, augmentation="realistic", run_kw=None, **optim) -> ClassifierConfig:
     cfg = load_config(TINY)
     data = dataclasses.replace(cfg.data, max_structures=64, holdout_val=16, max_val_structures=16,
                                leakage_against=[])
     opt = dataclasses.replace(cfg.optim, **{"batch_size": 16, "warmup_steps": 2, "max_steps": 8, **optim})
-    run = dataclasses.replace(cfg.run, out_dir=str(out_dir), device="cpu", progress=False, log_every=1,
-                              val_every=0, checkpoint_every=0)
+    run = dataclasses.replace(cfg.run, **{"out_dir": str(out_dir), "device": "cpu", "progress": False,
+                                          "log_every": 1, "val_every": 0, "checkpoint_every": 0, **(run_kw or {})})
     return dataclasses.replace(cfg, data=data, optim=opt, run=run, augmentation=augmentation)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # tiny convolutions: one thread is much faster than two competing on a shared 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +93,8 @@ def test_head_sizes_and_label_tables():
 # ------------------------------------------------------------------ training
 def test_training_loss_decreases(tmp_path, data_cache):
     # clean patterns, 8 epochs of 48 structures: the training loss must fall well below its start
-    cfg = tiny_config(run_dir(tmp_path, data_cache), augmentation="none", max_steps=24, lr=0.01, warmup_steps=1)
+    cfg = tiny_config(run_dir(tmp_path, data_cache), augmentation="none", max_steps=24, lr=0.01, warmup_steps=1,
+                      run_kw={"val_every": 24, "checkpoint_every": 24})
     result = train(cfg, log=lambda m: None)
     with open(Path(result.out_dir) / "metrics.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] == "train"]
