@@ -162,6 +162,13 @@ def _progress_enabled(setting) -> bool:
         return False
 
 
+def _tqdm_safe_print(msg: str) -> None:
+    """A line on stderr that does not break an active progress bar."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
 # ------------------------------------------------------------------ trainer
 class Trainer:
     """One training run; :meth:`run` trains until the schedule ends (or ``stop_at_step``)."""
@@ -171,7 +178,7 @@ class Trainer:
             raise TypeError(f"Trainer needs a TrainConfig, got {type(cfg).__name__}")
         self.cfg = cfg
         self.resume = resume
-        self._log = log if log is not None else (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._log = log if log is not None else _tqdm_safe_print
 
     def log(self, msg: str) -> None:
         if self.dist.is_main:
@@ -180,6 +187,8 @@ class Trainer:
     # ---------------------------------------------------------- setup
     def setup(self) -> None:
         cfg = self.cfg
+        if cfg.run.torch_threads is not None:
+            torch.set_num_threads(cfg.run.torch_threads)
         want = cfg.run.device
         self.dist = dist_util.init("cuda" if (want.startswith("cuda") or (want == "auto" and torch.cuda.is_available()))
                                    else "cpu")

@@ -286,6 +286,17 @@ def _save_cache(cache_dir: Path, key: str, data: PreparedData) -> None:
     atomic_write_bytes(cache_dir / "manifest.json", json.dumps(manifest).encode("utf-8"))
 
 
+def _graph_workers(n: int) -> int | None:
+    """Processes for build_graphs: one per available core for large sets (~1-20 ms per graph)."""
+    if n < 4000:
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores)
+
+
 def prepare_data(cfg: TrainConfig, out_dir=None, *, progress: bool = False, log=print,
                  cache_only: bool = False) -> PreparedData:
     """The training and validation data of ``cfg`` (cached under ``out_dir/cache`` when ``data.cache``).
@@ -307,10 +318,11 @@ def prepare_data(cfg: TrainConfig, out_dir=None, *, progress: bool = False, log=
     ids, structs, val_ids, val_structs, report = clean_structures(cfg, progress=progress, log=log)
     sim = cfg.make_simulator()
     refl = sim.reflections(structs)
-    graphs = build_graphs(structs, settings["cutoff_angstrom"], settings["max_neighbors"], progress=progress)
+    graphs = build_graphs(structs, settings["cutoff_angstrom"], settings["max_neighbors"],
+                          workers=_graph_workers(len(structs)), progress=progress)
     val_refl = sim.reflections(val_structs) if val_structs else None
     val_graphs = (build_graphs(val_structs, settings["cutoff_angstrom"], settings["max_neighbors"],
-                               progress=progress) if val_structs else [])
+                               workers=_graph_workers(len(val_structs)), progress=progress) if val_structs else [])
     data = PreparedData(ids, refl, graphs, val_ids, val_refl, val_graphs, report=report)
     log(f"data: {data.n_train} training / {data.n_val} validation structures")
     if cache_dir is not None:
