@@ -25,9 +25,10 @@ Rows:
   reaches them).
 - *render*: ``sim.render`` alone on the same batches (shuffled order,
   ``batch_size`` per call) with the realistic augmentation, then without
-  augmentation, and ``sim.patterns`` from scratch (structure factors
-  included) on the same batches of structures; 1 and 2 threads (``--threads``);
-  best of ``--repeat``.
+  augmentation, ``sim.patterns`` from scratch (structure factors
+  included) on the same batches of structures, and the same augmented
+  patterns from scratch (``sim.reflections`` of the batch, then the realistic
+  render); 1 and 2 threads (``--threads``); best of ``--repeat``.
 
 The ratio column is each row's patterns/s over that of realistic render on
 one thread (the work one DataLoader worker does per batch).
@@ -152,6 +153,9 @@ def main(argv=None) -> int:
     render_rows("sim.render, no augmentation", lambda b, th: sim.render(cache, indices=batches[b], threads=th))
     render_rows("sim.patterns from scratch (structure factors included)",
                 lambda b, th: sim.patterns(struct_batches[b], threads=th))
+    render_rows("from scratch with the augmentation (sim.reflections + realistic render)",
+                lambda b, th: sim.render(sim.reflections(struct_batches[b], threads=th), augmentation=aug, seed=0,
+                                         epoch=0, threads=th))
     for r in rows:
         r["ratio_vs_realistic_render_1_thread"] = r["patterns_per_s"] / baseline
 

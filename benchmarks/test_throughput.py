@@ -9,12 +9,20 @@ Per-call work (divide the time by it; it is also in each benchmark's extra_info)
   enumeration; gemmi evaluates |F|^2 by direct summation on the hkl lists
   xrdflow returned, one Python call per hkl (gemmi has no vectorized
   structure-factor path for a SmallStructure; its FFT path needs a Model).
+* augmented render vs from scratch: N_STRUCTURES patterns per call on the
+  training instrument (Cu K-alpha1+2, 5-90 deg, 4096 points, max-normalized)
+  with ``Augmentation.realistic()``, one thread; extra_info holds the
+  patterns/s of both and their ratio (see the test's docstring).
 """
 from __future__ import annotations
+
+import time
+from types import SimpleNamespace
 
 import pytest
 
 import _common as C
+import xrdflow as xf
 from conftest import N_STRUCTURES, PEER_STRUCTURES
 
 THREADS = pytest.mark.parametrize("threads", [1, 2], ids=["1 thread", "2 threads"])
@@ -61,3 +69,48 @@ def test_gemmi_structure_factors(benchmark, bench):
     benchmark.extra_info["reflections"] = sum(len(h) for h in bench.hkl)
     f2 = benchmark(lambda: [C.gemmi_f2(g, h) for g, h in zip(bench.gemmi, bench.hkl)])
     assert sum(map(len, f2)) == benchmark.extra_info["reflections"]
+
+
+@pytest.fixture(scope="module")
+def training(bench):
+    """The training instrument (as in stream_throughput.py), its cache of the same structures, realistic()."""
+    sim = xf.Simulator(radiation="CuKa", two_theta=(5.0, 90.0), n_points=C.N_POINTS)
+    return SimpleNamespace(sim=sim, cache=sim.reflections(bench.structs, threads=1), structs=bench.structs,
+                           aug=xf.Augmentation.realistic())
+
+
+def _best_seconds(fn, repeat: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+@pytest.mark.benchmark(group="augmented render vs from scratch (200 patterns per call)")
+def test_realistic_render_vs_from_scratch(benchmark, training):
+    """Realistic augmented render from cached reflections (the timed call), 1 thread, against two
+    from-scratch baselines timed in the same run (best of 5): ``sim.patterns`` (structure
+    factors + plain render, no augmentation) and ``sim.reflections`` + augmented render (what
+    a from-scratch simulation of the same augmented pattern costs).  extra_info: patterns/s of
+    each and the ratios (augmented render / baseline speed)."""
+    t = training
+    n = len(t.structs)
+    scratch_s = _best_seconds(lambda: t.sim.patterns(t.structs, threads=1))
+    scratch_aug_s = _best_seconds(lambda: t.sim.render(t.sim.reflections(t.structs, threads=1), augmentation=t.aug,
+                                                       seed=0, threads=1))
+    y, params = benchmark(t.sim.render, t.cache, augmentation=t.aug, seed=0, threads=1)
+    assert y.shape == (n, C.N_POINTS) and len(params["counts"]) == n
+    render_s = benchmark.stats.stats.median
+    info = benchmark.extra_info
+    info["patterns"] = n
+    info["augmented_render_patterns_per_s"] = n / render_s
+    info["from_scratch_patterns_per_s"] = n / scratch_s
+    info["from_scratch_augmented_patterns_per_s"] = n / scratch_aug_s
+    info["ratio_vs_from_scratch"] = scratch_s / render_s
+    info["ratio_vs_from_scratch_augmented"] = scratch_aug_s / render_s
+    print(f"\naugmented render {n / render_s:,.0f} patterns/s; from scratch (sim.patterns) {n / scratch_s:,.0f} "
+          f"patterns/s, ratio {scratch_s / render_s:.2f}x; from scratch with the augmentation "
+          f"(reflections + augmented render) {n / scratch_aug_s:,.0f} patterns/s, ratio "
+          f"{scratch_aug_s / render_s:.2f}x")

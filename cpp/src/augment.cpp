@@ -123,23 +123,39 @@ void draw_phase(const CacheView& c, int64_t s, const AugmentConfig& cfg, double 
 // counter (4 words per block, block order).  Blocks are independent: written
 // so that the compiler runs several at once in vector registers.
 XF_VECTOR_CLONES void philox_words(const SampleRng& r, uint32_t first, int n_blocks, uint32_t* __restrict__ out) {
-  const uint32_t c0 = r.c0, c1 = r.c1, c2 = r.c2, key0 = r.key0, key1 = r.key1;
-  for (int j = 0; j < n_blocks; ++j) {
-    uint32_t x0 = c0, x1 = c1, x2 = c2, x3 = first + static_cast<uint32_t>(j), k0 = key0, k1 = key1;
+  constexpr int kLanes = 8;  // blocks per group, one per vector lane (AVX2: 8 x 32 bits)
+  int j = 0;
+  for (; j + kLanes <= n_blocks; j += kLanes) {
+    uint32_t x0[kLanes], x1[kLanes], x2[kLanes], x3[kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+      x0[l] = r.c0;
+      x1[l] = r.c1;
+      x2[l] = r.c2;
+      x3[l] = first + static_cast<uint32_t>(j + l);
+    }
+    uint32_t k0 = r.key0, k1 = r.key1;
     for (int round = 0; round < 10; ++round) {
-      const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * x0, p1 = static_cast<uint64_t>(0xCD9E8D57u) * x2;
-      const uint32_t y0 = static_cast<uint32_t>(p1 >> 32) ^ x1 ^ k0, y2 = static_cast<uint32_t>(p0 >> 32) ^ x3 ^ k1;
-      x1 = static_cast<uint32_t>(p1);
-      x3 = static_cast<uint32_t>(p0);
-      x0 = y0;
-      x2 = y2;
+      for (int l = 0; l < kLanes; ++l) {
+        const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * x0[l], p1 = static_cast<uint64_t>(0xCD9E8D57u) * x2[l];
+        const uint32_t y0 = static_cast<uint32_t>(p1 >> 32) ^ x1[l] ^ k0, y2 = static_cast<uint32_t>(p0 >> 32) ^ x3[l] ^ k1;
+        x1[l] = static_cast<uint32_t>(p1);
+        x3[l] = static_cast<uint32_t>(p0);
+        x0[l] = y0;
+        x2[l] = y2;
+      }
       k0 += 0x9E3779B9u;
       k1 += 0xBB67AE85u;
     }
-    out[4 * j] = x0;
-    out[4 * j + 1] = x1;
-    out[4 * j + 2] = x2;
-    out[4 * j + 3] = x3;
+    for (int l = 0; l < kLanes; ++l) {
+      out[4 * (j + l)] = x0[l];
+      out[4 * (j + l) + 1] = x1[l];
+      out[4 * (j + l) + 2] = x2[l];
+      out[4 * (j + l) + 3] = x3[l];
+    }
+  }
+  for (; j < n_blocks; ++j) {
+    const Philox4x32 b = stream_block(r, first + static_cast<uint32_t>(j));
+    for (int k = 0; k < 4; ++k) out[4 * j + k] = b.v[k];
   }
 }
 
