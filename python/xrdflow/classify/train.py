@@ -163,6 +163,8 @@ class ClassifierTrainer:
     # ---------------------------------------------------------- stages
     def setup(self) -> None:
         cfg = self.cfg
+        if getattr(cfg.run, "torch_threads", None) is not None:
+            torch.set_num_threads(cfg.run.torch_threads)   # 1 on a shared CPU (see xrdflow.train.RunConfig)
         self.device = resolve_device(cfg.run.device)
         self.out_dir = Path(cfg.run.out_dir)
         last = self.out_dir / LAST
