@@ -239,7 +239,9 @@ class Trainer:
         self.metrics = MetricsLog(self.out_dir, tensorboard=cfg.run.tensorboard, enabled=self.dist.is_main)
         if self.metrics.tensorboard_note:
             self.log(self.metrics.tensorboard_note)
-        if ckpt is not None:
+        if ckpt is None:
+            self.metrics.truncate_after(0)  # rows of an earlier attempt that crashed before its first checkpoint
+        else:
             self._restore(ckpt)
             dropped = self.metrics.truncate_after(self.step_count)
             self.log(f"resumed from {last} at step {self.step_count} (epoch {self.epoch}, batch "
