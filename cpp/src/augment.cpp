@@ -229,17 +229,6 @@ XF_VECTOR_CLONES void add_counting_noise(const SampleRng& rng, double counts, do
   for (int i = 0; i < np; ++i) acc[i] *= inv_counts;
 }
 
-// Largest of x[0..n) (n >= 1), in four independent lanes.
-XF_VECTOR_CLONES double max_value(const double* x, int n) {
-  double m[4] = {x[0], x[0], x[0], x[0]};
-  int i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int k = 0; k < 4; ++k) m[k] = x[i + k] > m[k] ? x[i + k] : m[k];
-  for (; i < n; ++i) m[0] = x[i] > m[0] ? x[i] : m[0];
-  const double a = m[0] > m[1] ? m[0] : m[1], b = m[2] > m[3] ? m[2] : m[3];
-  return a > b ? a : b;
-}
-
 // acc[i] += base + scale sum_k c_k T_k(x_i), x the grid mapped onto [-1, 1]
 // (Chebyshev recurrence T_{k+1} = 2x T_k - T_{k-1}, one term at a time over
 // the whole grid so that the loops vectorize).

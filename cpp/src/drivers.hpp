@@ -117,6 +117,8 @@ struct Placement {
 Grid make_grid(const RenderOptions& opt);
 // Normalize one accumulated pattern as opt.normalization says.
 void normalize(const RenderOptions& opt, double* acc);
+// Largest of x[0..n), n >= 1 (the value of *std::max_element).
+double max_value(const double* x, int n);
 // Add the peaks of n reflections (d in angstrom, weight = M |F|^2 times any
 // per-reflection factor) for every line onto acc.
 void accumulate_lines(const Grid& grid, const double* d, const double* weight, int64_t n, const Lines& lines,

@@ -117,10 +117,22 @@ void render_one(const ReflectionView& r, const RenderOptions& o, const Grid& gri
 
 }  // namespace
 
+// Largest of x[0..n) (n >= 1), in four independent lanes so that it vectorizes;
+// the same value as *std::max_element(x, x + n) (NaNs after x[0] are skipped by both).
+XF_VECTOR_CLONES double max_value(const double* x, int n) {
+  double m[4] = {x[0], x[0], x[0], x[0]};
+  int i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (int k = 0; k < 4; ++k) m[k] = x[i + k] > m[k] ? x[i + k] : m[k];
+  for (; i < n; ++i) m[0] = x[i] > m[0] ? x[i] : m[0];
+  const double a = m[0] > m[1] ? m[0] : m[1], b = m[2] > m[3] ? m[2] : m[3];
+  return a > b ? a : b;
+}
+
 XF_VECTOR_CLONES void normalize(const RenderOptions& o, double* acc) {
   double scale = 0.0;
   if (o.normalization == Normalization::max) {
-    scale = *std::max_element(acc, acc + o.n_points);
+    scale = max_value(acc, o.n_points);
   } else if (o.normalization == Normalization::area) {
     for (int i = 1; i < o.n_points; ++i) scale += 0.5 * (acc[i] + acc[i - 1]) * (o.axis[i] - o.axis[i - 1]);
   } else {
