@@ -40,9 +40,20 @@ def _pct(x) -> str:
     return f"{100 * x:6.2f}"
 
 
+def _checkpoint_path(spec: str) -> str:
+    """``pretrained:NAME`` -> the checkpoint shipped in the package (xrdflow.pretrained), else ``spec``."""
+    from .. import pretrained
+
+    try:
+        return pretrained.resolve(spec)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(f"--checkpoint: {err}") from None
+
+
 def _cmd_evaluate(args) -> int:
     from .evaluation import evaluate
 
+    args.checkpoint = _checkpoint_path(args.checkpoint)
     if not os.path.isfile(args.checkpoint):
         raise UserError(f"--checkpoint: no such file: {args.checkpoint!r}")
     if not os.path.exists(args.gallery):
@@ -83,6 +94,7 @@ def _cmd_evaluate(args) -> int:
 def _cmd_search(args) -> int:
     from .search import format_table, search_gallery
 
+    args.checkpoint = _checkpoint_path(args.checkpoint)
     if not os.path.isfile(args.checkpoint):
         raise UserError(f"--checkpoint: no such file: {args.checkpoint!r}")
     if not os.path.exists(args.gallery):
@@ -114,7 +126,8 @@ def add_evaluate_parsers(sub) -> None:
                     "per crystal system, space-group accuracy of the top-1 structure by training frequency, and\n"
                     "two non-learned baselines (pattern cosine, peak figure of merit).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ev.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint written by `xrdflow train`")
+    ev.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint written by `xrdflow train`, or pretrained:NAME for a "
+                                                         "model shipped in the package (e.g. pretrained:contrastive)")
     ev.add_argument("--gallery", required=True, metavar="DATA",
                     help="structures: CSV(.gz) with a cif column, CIF folder, or a data set directory")
     ev.add_argument("--queries", choices=("clean", "realistic"), default="clean",
@@ -137,7 +150,8 @@ def add_evaluate_parsers(sub) -> None:
                     "Gallery embeddings are computed once and cached on disk.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     se.add_argument("pattern", metavar="PATTERN", help="measured pattern (.xy/.csv/.xrdml/.cif/... as xrdflow.io reads)")
-    se.add_argument("--checkpoint", required=True, metavar="CKPT")
+    se.add_argument("--checkpoint", required=True, metavar="CKPT",
+                    help="checkpoint written by `xrdflow train`, or pretrained:NAME (shipped in the package)")
     se.add_argument("--gallery", required=True, metavar="DATA")
     se.add_argument("-k", type=_positive_int, default=10, help="number of structures to list (default 10)")
     se.add_argument("--wavelength", type=_radiation_arg, metavar="SOURCE",
