@@ -315,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.dataset_cli import add_dataset_parser
 
     add_dataset_parser(sub)
+    __import__("xrdflow.demo", fromlist=["add_demo_parser"]).add_demo_parser(sub)
     __import__("xrdflow.classify.cli", fromlist=["add_classify_parsers"]).add_classify_parsers(sub)
     __import__("xrdflow.fit.cli", fromlist=["add_fit_parsers"]).add_fit_parsers(sub)
     __import__("xrdflow.evaluate.cli", fromlist=["add_evaluate_parsers"]).add_evaluate_parsers(sub)
