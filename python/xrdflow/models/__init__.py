@@ -8,7 +8,8 @@ Needs the ``ml`` extra (torch, e3nn, vesin)::
     graphs = build_graphs(structures, **model.graph_kwargs())
     loss, stats = model(collate_graphs(graphs), torch.from_numpy(Y))
 """
-from .graph import CrystalGraph, GraphBatch, build_graph, build_graphs, collate_graphs, save_graphs, load_graphs
+from .graph import (CrystalGraph, GraphBatch, build_graph, build_graphs, collate_graphs, save_graphs, load_graphs,
+                    lattice_descriptor, plane_q_values)
 from .crystal_encoder import CrystalEncoderConfig, CrystalEncoder
 from .pattern_encoder import PatternEncoderConfig, PatternEncoder, normalize_patterns
 from .loss import clip_loss
@@ -16,6 +17,6 @@ from .dual_tower import DualTowerConfig, DualTower, ProjectionHead
 
 __all__ = ["CrystalEncoderConfig", "PatternEncoderConfig", "DualTowerConfig",
            "CrystalGraph", "GraphBatch", "build_graph", "build_graphs", "collate_graphs",
-           "save_graphs", "load_graphs",
+           "save_graphs", "load_graphs", "lattice_descriptor", "plane_q_values",
            "CrystalEncoder", "PatternEncoder", "DualTower", "clip_loss", "normalize_patterns",
            "ProjectionHead"]

@@ -21,6 +21,13 @@ Neighbour cap. Each site keeps its ``max_neighbors`` nearest neighbours within
 kept one within ``shell_tolerance_angstrom``: a coordination shell is never
 split, so which neighbours survive does not depend on atom order, rotation or
 the choice of cell (a split shell would make the embedding depend on them).
+
+Lattice descriptor. The peak positions of a powder pattern are set by the
+lattice alone (Bragg: Q = 2 pi / d), which a 5 A message-passing encoder sees
+only implicitly. Every graph therefore also stores :func:`lattice_descriptor`:
+the K smallest lattice-plane spacings Q = 2 pi / d of the primitive cell and
+the volume per atom, invariant to rotation, translation, atom order and the
+choice of cell.
 """
 from __future__ import annotations
 
@@ -31,10 +38,14 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 __all__ = ["CrystalGraph", "GraphBatch", "build_graph", "build_graphs", "collate_graphs",
-           "save_graphs", "load_graphs"]
+           "save_graphs", "load_graphs", "lattice_descriptor", "plane_q_values", "primitive_lattice",
+           "DEFAULT_LATTICE_K", "LATTICE_SYMPREC"]
 
 _GRAPH_ARRAYS = ("numbers", "atom_site", "atom_weight", "site_weight", "positions",
-                 "edge_index", "edge_shift", "edge_vec", "lattice")
+                 "edge_index", "edge_shift", "edge_vec", "lattice", "lattice_descriptor")
+
+DEFAULT_LATTICE_K = 32
+LATTICE_SYMPREC = 1e-3  # angstrom, the project's default (xrdflow.symmetry)
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +61,9 @@ class CrystalGraph:
     edge_shift: (E, 3) int32 lattice translation of the sender image.
     edge_vec: (E, 3) float32 r_j + shift @ lattice - r_i in angstrom.
     lattice: (3, 3) float64 rows a, b, c in angstrom.
+    lattice_descriptor: (K + 1,) float32 :func:`lattice_descriptor`: the K smallest plane
+        spacings Q = 2 pi / d (1/angstrom, ascending) of the primitive lattice, then the volume
+        per atom (angstrom^3).
     cutoff_angstrom, max_neighbors: the settings used to build it.
     label: the structure's label.
     """
@@ -63,6 +77,7 @@ class CrystalGraph:
     edge_shift: np.ndarray
     edge_vec: np.ndarray
     lattice: np.ndarray
+    lattice_descriptor: np.ndarray
     cutoff_angstrom: float
     max_neighbors: int
     label: str = ""
@@ -70,6 +85,10 @@ class CrystalGraph:
     @property
     def n_sites(self) -> int:
         return int(self.site_weight.shape[0])
+
+    @property
+    def lattice_k(self) -> int:
+        return int(self.lattice_descriptor.shape[0]) - 1
 
     @property
     def n_atoms(self) -> int:
@@ -94,6 +113,113 @@ def _check_settings(cutoff_angstrom, max_neighbors):
         raise ValueError(f"max_neighbors must be a positive integer, not {max_neighbors!r}")
 
 
+def _check_lattice_k(lattice_k):
+    if isinstance(lattice_k, bool) or not isinstance(lattice_k, (int, np.integer)) or not 1 <= lattice_k <= 4096:
+        raise ValueError(f"lattice_k must be an integer in 1..4096 (the number of plane spacings kept), "
+                         f"not {lattice_k!r}")
+
+
+def plane_q_values(lattice, k: int = DEFAULT_LATTICE_K) -> np.ndarray:
+    """The ``k`` smallest plane spacings Q = 2 pi / d (1/angstrom) of a lattice, ascending.
+
+    Over all integer hkl != 0 with +h and -h counted once (ties kept, so a cubic (100)
+    family gives three equal values); pure lattice geometry, no structure factors.
+    d = 1 / sqrt(h^T G* h), G* = inverse of the metric G = A A^T (International Tables
+    for Crystallography Vol. B, sec. 1.1.2), so Q = 2 pi sqrt(h^T G* h).
+
+    The result does not depend on the basis chosen for the same lattice (it is a set of
+    lengths of reciprocal-lattice vectors); it does depend on which lattice is given
+    (a supercell has more planes), which :func:`lattice_descriptor` removes by using the
+    primitive cell. Raises ValueError for a non-finite or degenerate lattice.
+    """
+    lat = np.asarray(lattice, dtype=np.float64)
+    if lat.shape != (3, 3):
+        raise ValueError(f"lattice must be a (3, 3) array of row vectors a, b, c, not shape {lat.shape}")
+    if not np.all(np.isfinite(lat)):
+        raise ValueError("lattice contains NaN or infinite values; give three finite lattice vectors")
+    _check_lattice_k(k)
+    lengths = np.linalg.norm(lat, axis=1)
+    volume = abs(float(np.linalg.det(lat)))
+    if not (lengths.min() > 1e-6 and volume > 1e-6 * float(np.prod(lengths))):
+        raise ValueError(f"lattice is degenerate (volume {volume:.3g} angstrom^3 for vector lengths "
+                         f"{np.round(lengths, 4).tolist()} angstrom); the three lattice vectors must span 3D")
+    recip = 2.0 * np.pi * np.linalg.inv(lat).T  # rows b1, b2, b3 with a_i . b_j = 2 pi delta_ij
+    # |h_i| = |Q . a_i| / (2 pi) <= Q |a_i| / (2 pi): a box n_i = ceil(q_max |a_i| / 2 pi) holds every
+    # plane with Q <= q_max. Grow q_max until at least k planes (counting +-h once) lie within it.
+    # about (4/3 pi q^3) / (2 (2 pi)^3 / V) planes have Q <= q: start where that reaches 1.2 k
+    q_max = (1.2 * k * 6.0 * np.pi ** 2 / volume) ** (1.0 / 3.0)
+    while True:
+        n = np.ceil(q_max * lengths / (2.0 * np.pi)).astype(np.int64)
+        if np.prod(2 * n + 1) > 50_000_000:
+            raise ValueError(f"lattice needs an hkl box of {(2 * n + 1).tolist()} to find {k} planes; "
+                             "the cell is far too oblique - Niggli-reduce it first")
+        axes = [np.arange(-m, m + 1) for m in n]
+        hkl = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+        # +h and -h once: keep hkl whose first non-zero index is positive
+        first = np.where(hkl[:, 0] != 0, hkl[:, 0], np.where(hkl[:, 1] != 0, hkl[:, 1], hkl[:, 2]))
+        hkl = hkl[first > 0]
+        q = np.linalg.norm(hkl @ recip, axis=1)
+        inside = np.sort(q[q <= q_max])
+        if inside.size >= k:
+            return inside[:k]
+        q_max *= 1.5
+
+
+def primitive_lattice(structure, symprec: float = LATTICE_SYMPREC) -> tuple[np.ndarray, bool]:
+    """``(lattice, found)``: the primitive lattice of ``structure`` found by spglib.
+
+    spglib.standardize_cell(to_primitive=True, no_idealize=True) on the structure's sites
+    (co-located atoms of a mixed / partly vacant site merged into one site type, as in
+    :mod:`xrdflow.symmetry`), ``symprec`` in angstrom. If spglib fails (``found`` False),
+    the structure's own cell is returned, Niggli-reduced with spglib.niggli_reduce (or as
+    given if that fails too): then a supercell and its primitive cell would get different
+    descriptors, since the cell is not reduced to its primitive.
+    """
+    import spglib
+    from ..symmetry import _sites, quiet_spglib
+
+    lattice = np.asarray(structure.lattice, dtype=np.float64)
+    frac, types = _sites(structure)
+    prim = None
+    with quiet_spglib():
+        try:
+            cell = spglib.standardize_cell((lattice, frac, types), to_primitive=True, no_idealize=True,
+                                           symprec=float(symprec))
+            if cell is not None:
+                prim = np.asarray(cell[0], dtype=np.float64)
+        except Exception:  # spglib >= 2.5 may raise SpglibError instead of returning None
+            prim = None
+        if prim is not None and prim.shape == (3, 3) and np.all(np.isfinite(prim)):
+            return prim, True
+        try:
+            reduced = spglib.niggli_reduce(lattice)
+        except Exception:
+            reduced = None
+    if reduced is not None and np.all(np.isfinite(reduced)):
+        return np.asarray(reduced, dtype=np.float64), False
+    return lattice.copy(), False
+
+
+def lattice_descriptor(structure, k: int = DEFAULT_LATTICE_K, symprec: float = LATTICE_SYMPREC) -> np.ndarray:
+    """(k + 1,) float32: the k smallest plane spacings Q = 2 pi / d (1/angstrom, ascending) of the
+    primitive lattice (:func:`primitive_lattice`, :func:`plane_q_values`), then the volume per atom
+    |det A| / sum(occupancy) in angstrom^3 (of the cell as given: the same for any cell choice).
+
+    Invariant to rotation, translation, atom permutation and the choice of cell (primitive,
+    conventional, supercell) whenever spglib finds the primitive cell.
+    """
+    from ..structure import Structure
+
+    if not isinstance(structure, Structure):
+        raise TypeError(f"lattice_descriptor needs an xrdflow.Structure, not {type(structure).__name__}")
+    _check_lattice_k(k)
+    prim, _ = primitive_lattice(structure, symprec)
+    q = plane_q_values(prim, k)
+    lattice = np.asarray(structure.lattice, dtype=np.float64)
+    vol_per_atom = abs(float(np.linalg.det(lattice))) / float(np.sum(structure.occupancy))
+    return np.concatenate([q, [vol_per_atom]]).astype(np.float32)
+
+
 def _union_find_sites(n_atoms, i, j):
     parent = np.arange(n_atoms)
 
@@ -113,9 +239,11 @@ def _union_find_sites(n_atoms, i, j):
 
 
 def build_graph(structure, cutoff_angstrom: float = 5.0, max_neighbors: int = 16, *,
+                lattice_k: int = DEFAULT_LATTICE_K,
                 site_tolerance_angstrom: float = 0.05,
                 shell_tolerance_angstrom: float = 1e-3) -> CrystalGraph:
-    """Periodic neighbour graph of an :class:`xrdflow.Structure` (see module docstring).
+    """Periodic neighbour graph of an :class:`xrdflow.Structure` (see module docstring), with
+    its :func:`lattice_descriptor` of ``lattice_k`` plane spacings.
 
     A site with no neighbour within the cutoff (an isolated atom in a large box)
     is a node without edges; the encoder then sees only its species.
@@ -127,6 +255,7 @@ def build_graph(structure, cutoff_angstrom: float = 5.0, max_neighbors: int = 16
         raise TypeError(f"build_graph needs an xrdflow.Structure, not {type(structure).__name__}; "
                         "convert with Structure.from_pymatgen / from_ase / from_cif")
     _check_settings(cutoff_angstrom, max_neighbors)
+    _check_lattice_k(lattice_k)
     lattice = np.asarray(structure.lattice, dtype=np.float64)
     cart = np.asarray(structure.frac, dtype=np.float64) @ lattice
     n_atoms = cart.shape[0]
@@ -184,6 +313,7 @@ def build_graph(structure, cutoff_angstrom: float = 5.0, max_neighbors: int = 16
         edge_shift=shift.astype(np.int32).reshape(-1, 3),
         edge_vec=vec.astype(np.float32).reshape(-1, 3),
         lattice=lattice.copy(),
+        lattice_descriptor=lattice_descriptor(structure, int(lattice_k)),
         cutoff_angstrom=float(cutoff_angstrom),
         max_neighbors=int(max_neighbors),
         label=str(structure.label),
@@ -191,13 +321,13 @@ def build_graph(structure, cutoff_angstrom: float = 5.0, max_neighbors: int = 16
 
 
 def _build_chunk(args):
-    structures, cutoff_angstrom, max_neighbors = args
-    return [build_graph(s, cutoff_angstrom, max_neighbors) for s in structures]
+    structures, cutoff_angstrom, max_neighbors, lattice_k = args
+    return [build_graph(s, cutoff_angstrom, max_neighbors, lattice_k=lattice_k) for s in structures]
 
 
 def build_graphs(structures, cutoff_angstrom: float = 5.0, max_neighbors: int = 16,
                  workers: int | None = None, *, progress: bool = True,
-                 chunk_size: int = 256) -> list[CrystalGraph]:
+                 chunk_size: int = 256, lattice_k: int = DEFAULT_LATTICE_K) -> list[CrystalGraph]:
     """:func:`build_graph` for many structures, in order, with a tqdm bar.
 
     workers: processes to use; None or 1 builds in this process (graphs take
@@ -207,12 +337,13 @@ def build_graphs(structures, cutoff_angstrom: float = 5.0, max_neighbors: int = 
 
     structures = list(structures)
     _check_settings(cutoff_angstrom, max_neighbors)
+    _check_lattice_k(lattice_k)
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be None or a positive integer, not {workers!r}")
     if workers is None or workers == 1 or len(structures) <= chunk_size:
-        return [build_graph(s, cutoff_angstrom, max_neighbors)
+        return [build_graph(s, cutoff_angstrom, max_neighbors, lattice_k=lattice_k)
                 for s in tqdm(structures, desc="graphs", unit="struct", disable=not progress)]
-    chunks = [(structures[k:k + chunk_size], cutoff_angstrom, max_neighbors)
+    chunks = [(structures[k:k + chunk_size], cutoff_angstrom, max_neighbors, lattice_k)
               for k in range(0, len(structures), chunk_size)]
     out: list[CrystalGraph] = []
     with ProcessPoolExecutor(max_workers=min(workers, os.cpu_count() or 1)) as pool, \
@@ -229,8 +360,8 @@ class GraphBatch:
 
     numbers (A,) long; atom_site (A,) long (global site index); atom_weight (A,) float;
     site_weight (S,) float; site_graph (S,) long graph index of every site;
-    edge_index (2, E) long (sender, receiver; global site indices); edge_vec (E, 3) float;
-    n_graphs: int.
+    edge_index (2, E) long (sender, receiver; global site indices, sorted by receiver);
+    edge_vec (E, 3) float; lattice_descriptor (n_graphs, K + 1) float; n_graphs: int.
     """
 
     numbers: "torch.Tensor"
@@ -240,6 +371,7 @@ class GraphBatch:
     site_graph: "torch.Tensor"
     edge_index: "torch.Tensor"
     edge_vec: "torch.Tensor"
+    lattice_descriptor: "torch.Tensor"
     n_graphs: int
 
     def to(self, device=None, dtype=None, non_blocking: bool = False) -> "GraphBatch":
@@ -278,6 +410,10 @@ def collate_graphs(graphs) -> GraphBatch:
         if not isinstance(g, CrystalGraph):
             raise TypeError(f"collate_graphs needs CrystalGraph objects (from build_graph), "
                             f"not {type(g).__name__}")
+    ks = {g.lattice_k for g in graphs}
+    if len(ks) != 1:
+        raise ValueError(f"graphs with different lattice_k {sorted(ks)} cannot be batched; build them all "
+                         "with the same lattice_k (model.graph_kwargs())")
     n_sites = np.array([g.n_sites for g in graphs])
     site_offset = np.concatenate([[0], np.cumsum(n_sites)[:-1]])
     atom_site = np.concatenate([g.atom_site + o for g, o in zip(graphs, site_offset)])
@@ -290,6 +426,7 @@ def collate_graphs(graphs) -> GraphBatch:
         site_graph=torch.from_numpy(np.repeat(np.arange(len(graphs)), n_sites).astype(np.int64)),
         edge_index=torch.from_numpy(edge_index.astype(np.int64)),
         edge_vec=torch.from_numpy(np.concatenate([g.edge_vec for g in graphs]).astype(np.float32)),
+        lattice_descriptor=torch.from_numpy(np.stack([g.lattice_descriptor for g in graphs]).astype(np.float32)),
         n_graphs=len(graphs),
     )
 
@@ -326,6 +463,10 @@ def save_graphs(path, graphs) -> None:
 def load_graphs(path) -> list[CrystalGraph]:
     """Read graphs written by :func:`save_graphs`."""
     with np.load(os.fspath(path), allow_pickle=False) as data:
+        missing = [n for n in _GRAPH_ARRAYS if n not in data.files]
+        if missing:
+            raise ValueError(f"{os.fspath(path)} lacks {missing}: it was written by an older xrdflow; "
+                             "rebuild the graphs with build_graphs and save_graphs")
         split = {}
         for name in _GRAPH_ARRAYS:
             axis = 1 if name == "edge_index" else 0

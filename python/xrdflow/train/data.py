@@ -42,7 +42,7 @@ from .config import TrainConfig, atomic_write_bytes, config_to_dict
 
 __all__ = ["PreparedData", "prepare_data", "read_source", "graph_settings", "CACHE_VERSION"]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: graphs carry the lattice descriptor (lattice_k in the key)
 BUNDLED_PREFIX = "bundled:"
 
 
@@ -126,10 +126,15 @@ def _source_fingerprint(spec: str) -> str:
 
 
 def graph_settings(cfg: TrainConfig) -> dict:
-    """cutoff_angstrom and max_neighbors of the crystal encoder's graphs."""
+    """cutoff_angstrom, max_neighbors and lattice_k (plane spacings in the lattice descriptor, built
+    with symprec LATTICE_SYMPREC) of the crystal encoder's graphs."""
+    from ..models.graph import DEFAULT_LATTICE_K, LATTICE_SYMPREC
+
     crystal = cfg.model.crystal
     return {"cutoff_angstrom": float(getattr(crystal, "cutoff_angstrom", 5.0)),
-            "max_neighbors": int(getattr(crystal, "max_neighbors", 16))}
+            "max_neighbors": int(getattr(crystal, "max_neighbors", 16)),
+            "lattice_k": int(getattr(crystal, "lattice_k", DEFAULT_LATTICE_K)),
+            "lattice_symprec": float(LATTICE_SYMPREC)}
 
 
 def cache_key(cfg: TrainConfig) -> str:
@@ -257,7 +262,8 @@ def _load_cache(cache_dir: Path, key: str, settings: dict) -> PreparedData | Non
             if len(refl) != len(ids) or len(graphs) != len(ids):
                 raise ValueError(f"{split}: {len(refl)} reflections / {len(graphs)} graphs for {len(ids)} ids")
             for g in graphs[:1] + graphs[-1:]:
-                if (g.cutoff_angstrom, g.max_neighbors) != (settings["cutoff_angstrom"], settings["max_neighbors"]):
+                if (g.cutoff_angstrom, g.max_neighbors, g.lattice_k) != (
+                        settings["cutoff_angstrom"], settings["max_neighbors"], settings["lattice_k"]):
                     raise ValueError("graph settings differ from the model's")
             parts[split] = (ids, refl, graphs)
         return PreparedData(*parts["train"], *parts["val"], report=m.get("report", {}), from_cache=True)
@@ -319,10 +325,10 @@ def prepare_data(cfg: TrainConfig, out_dir=None, *, progress: bool = False, log=
     sim = cfg.make_simulator()
     refl = sim.reflections(structs)
     graphs = build_graphs(structs, settings["cutoff_angstrom"], settings["max_neighbors"],
-                          workers=_graph_workers(len(structs)), progress=progress)
+                          lattice_k=settings["lattice_k"], workers=_graph_workers(len(structs)), progress=progress)
     val_refl = sim.reflections(val_structs) if val_structs else None
     val_graphs = (build_graphs(val_structs, settings["cutoff_angstrom"], settings["max_neighbors"],
-                               workers=_graph_workers(len(val_structs)), progress=progress) if val_structs else [])
+                               lattice_k=settings["lattice_k"], workers=_graph_workers(len(val_structs)), progress=progress) if val_structs else [])
     data = PreparedData(ids, refl, graphs, val_ids, val_refl, val_graphs, report=report)
     log(f"data: {data.n_train} training / {data.n_val} validation structures")
     if cache_dir is not None:
