@@ -20,7 +20,7 @@ from xrdflow import examples  # noqa: E402
 from xrdflow.models import (  # noqa: E402
     CrystalEncoder, CrystalEncoderConfig, CrystalGraph, DualTower, DualTowerConfig, GraphBatch,
     PatternEncoder, PatternEncoderConfig, build_graph, build_graphs, clip_loss, collate_graphs,
-    load_graphs, save_graphs,
+    lattice_descriptor, load_graphs, plane_q_values, save_graphs,
 )
 
 TINY_CRYSTAL = dict(hidden_irreps="8x0e+4x1o+2x2e", product_channels=4, radial_hidden=(8,),
@@ -29,9 +29,9 @@ TINY_PATTERN = dict(n_points=256, stem_channels=4, stem_kernel=5, stem_stride=2,
                     widths=(4, 8), blocks=(1, 1))
 
 
-def tiny_encoder(correlation=2, seed=0, dtype=torch.float64):
+def tiny_encoder(correlation=2, seed=0, dtype=torch.float64, **kw):
     torch.manual_seed(seed)
-    return CrystalEncoder(CrystalEncoderConfig(**TINY_CRYSTAL, correlation=correlation)).to(dtype).eval()
+    return CrystalEncoder(CrystalEncoderConfig(**{**TINY_CRYSTAL, **kw}, correlation=correlation)).to(dtype).eval()
 
 
 def embed(encoder, structures, dtype=torch.float64):
@@ -110,9 +110,14 @@ def test_isolated_atom_has_no_edges_and_still_encodes():
     enc = tiny_encoder()
     out = embed(enc, [s, s])
     assert out.shape == (2, 8) and torch.isfinite(out).all()
-    # without neighbours only the species matters: another position gives the same
-    s2 = xf.Structure(np.eye(3) * 25.0, [[0.7, 0.2, 0.9]], [26])
+    # without neighbours only the species (and the lattice) matters: another position gives the same
+    s2 = xf.Structure(np.eye(3) * 20.0, [[0.7, 0.2, 0.9]], [26])
     torch.testing.assert_close(embed(enc, [s2])[0], out[0])
+    # a bigger box changes only the lattice branch: the local model alone cannot tell
+    s3 = xf.Structure(np.eye(3) * 25.0, [[0.7, 0.2, 0.9]], [26])
+    assert (embed(enc, [s3])[0] - out[0]).abs().max() > 1e-4
+    local = tiny_encoder(lattice_features=False)
+    torch.testing.assert_close(embed(local, [s3])[0], embed(local, [s])[0])
 
 
 def test_bad_graph_inputs(nacl):
@@ -167,8 +172,19 @@ def test_build_graphs_collate_and_save_roundtrip(tmp_path, mp20):
     assert len(back) == len(gs)
     for a, b in zip(gs, back):
         assert a.label == b.label and a.max_neighbors == b.max_neighbors
-        for name in ("numbers", "atom_site", "edge_index", "edge_vec", "site_weight", "lattice"):
+        for name in ("numbers", "atom_site", "edge_index", "edge_vec", "site_weight", "lattice",
+                     "lattice_descriptor"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        assert b.lattice_descriptor.dtype == np.float32 and b.lattice_k == 32
+    # a file of an older xrdflow (no lattice descriptor) is refused with a clear message
+    with np.load(path) as data:
+        old = {k: data[k] for k in data.files if not k.startswith("lattice_descriptor")}
+    old_path = tmp_path / "old.npz"
+    np.savez(old_path, **old)
+    with pytest.raises(ValueError, match="lattice_descriptor.*rebuild"):
+        load_graphs(old_path)
+    with pytest.raises(ValueError, match="lattice_k"):
+        collate_graphs([gs[0], build_graph(mp20[1], 5.0, 12, lattice_k=8)])
 
 
 # -- crystal encoder symmetry ----------------------------------------------------------------------
@@ -326,3 +342,97 @@ def test_config_roundtrip_through_yaml():
     assert back == cfg
     with pytest.raises(ValueError, match="unknown crystal config keys"):
         DualTowerConfig(crystal={"hidden": 3})
+
+
+# -- lattice descriptor and the lattice branch ------------------------------------------------------
+
+def test_plane_q_values_simple_cubic_by_hand():
+    a = 4.0
+    q = plane_q_values(np.eye(3) * a, 32)
+    # planes of a simple cubic lattice, +-h once: h^2+k^2+l^2 = 1 (3 of them), 2 (6), 3 (4), 4 (3), 5 (12), 6 (12)
+    n2 = np.repeat([1, 2, 3, 4, 5, 6], [3, 6, 4, 3, 12, 12])[:32]
+    np.testing.assert_allclose(q, 2 * np.pi / a * np.sqrt(n2), rtol=1e-12)
+    assert np.all(np.diff(q) >= 0)
+    # the same lattice in another basis (unimodular change of basis) has the same planes
+    U = np.array([[1, 1, 0], [0, 1, 2], [0, 0, 1]])
+    np.testing.assert_allclose(plane_q_values(U @ (np.eye(3) * a), 32), q, rtol=1e-10)
+    s = xf.Structure(np.eye(3) * a, [[0.1, 0.2, 0.3]], [29])
+    d = lattice_descriptor(s, 32)
+    assert d.dtype == np.float32 and d.shape == (33,)
+    np.testing.assert_allclose(d[:32], q, rtol=1e-6)
+    assert d[32] == pytest.approx(a ** 3)  # volume per atom
+    # NaCl (fcc, a = 5.6402): the primitive lattice's planes are fcc's allowed ones: 111 (4), 200 (3), 220 (6)
+    nacl = xf.Structure.from_cif(examples.path("NaCl"))
+    d = lattice_descriptor(nacl, 13)
+    n2 = np.repeat([3, 4, 8], [4, 3, 6])
+    np.testing.assert_allclose(d[:13], 2 * np.pi / 5.6402 * np.sqrt(n2), rtol=1e-5)
+    assert d[13] == pytest.approx(5.6402 ** 3 / 8, rel=1e-5)
+
+
+def _rotated(s, seed):
+    torch.manual_seed(seed)
+    R = o3.rand_matrix().numpy().astype(np.float64)
+    return xf.Structure(s.lattice @ R.T, s.frac, s.numbers, occupancy=s.occupancy)
+
+
+def test_lattice_descriptor_invariance(nacl, rutile, mp20):
+    import spglib
+
+    rng = np.random.default_rng(2)
+    for s in (rutile, mp20[0], mp20[3]):
+        ref = lattice_descriptor(s)
+        perm = rng.permutation(s.n_atoms)
+        for other in (_rotated(s, 1),
+                      xf.Structure(s.lattice, s.frac[perm] + rng.random(3), s.numbers[perm]),
+                      supercell(s, (1, 2, 2))):
+            np.testing.assert_allclose(lattice_descriptor(other), ref, rtol=2e-6)
+    lat, frac, num = spglib.standardize_cell((nacl.lattice, nacl.frac, nacl.numbers), to_primitive=True)
+    primitive = xf.Structure(lat, frac, num)
+    ref = lattice_descriptor(nacl)
+    for other in (primitive, supercell(nacl, (2, 1, 1)), supercell(primitive, (2, 1, 1))):
+        np.testing.assert_allclose(lattice_descriptor(other), ref, rtol=2e-6)
+    # a different lattice gives a different descriptor
+    assert np.abs(lattice_descriptor(mp20[0]) - lattice_descriptor(mp20[3])).max() > 1e-2
+    g = build_graph(supercell(mp20[5], (2, 1, 1)), lattice_k=16)
+    np.testing.assert_allclose(g.lattice_descriptor, lattice_descriptor(mp20[5], 16), rtol=2e-6)
+
+
+def test_lattice_descriptor_bad_input(nacl):
+    with pytest.raises(ValueError, match="degenerate"):
+        plane_q_values([[4, 0, 0], [0, 4, 0], [4, 4, 0]])  # coplanar vectors
+    with pytest.raises(ValueError, match="finite"):
+        plane_q_values(np.full((3, 3), np.nan))
+    with pytest.raises(ValueError, match=r"\(3, 3\)"):
+        plane_q_values(np.eye(2))
+    with pytest.raises(ValueError, match="lattice_k"):
+        plane_q_values(np.eye(3), 0)
+    with pytest.raises(ValueError, match="lattice_k"):
+        build_graph(nacl, lattice_k=0)
+    with pytest.raises(TypeError, match="xrdflow.Structure"):
+        lattice_descriptor(np.eye(3))
+    # an encoder built for another lattice_k refuses the batch and says how to fix it
+    with pytest.raises(ValueError, match="graph_kwargs"):
+        tiny_encoder(lattice_k=8)(collate_graphs([build_graph(nacl, 5.0, 12)]).to(dtype=torch.float64))
+
+
+def test_lattice_features_off_is_the_local_model(mp20):
+    on, off = tiny_encoder(), tiny_encoder(lattice_features=False)
+    keys_on, keys_off = set(on.state_dict()), set(off.state_dict())
+    assert keys_off == {k for k in keys_on if not k.startswith(("lattice.", "fuse."))}
+    assert any(k.startswith("lattice.") for k in keys_on)
+    for k in keys_off:  # same seed: the shared modules start identical
+        torch.testing.assert_close(off.state_dict()[k], on.state_dict()[k])
+    batch = collate_graphs(build_graphs(mp20[:4], **on.cfg.graph_kwargs(), progress=False)).to(dtype=torch.float64)
+    seen = {}
+    on.fuse.register_forward_pre_hook(lambda m, a: seen.update(x=a[0]))  # returns None: input unchanged
+    with torch.no_grad():
+        out_on, out_off = on(batch), off(batch)
+        # the off model's output is the on model's pooled local features, untouched by the lattice
+        pooled = seen["x"][:, :off.feat_dim]
+        torch.testing.assert_close(out_off, pooled)
+        other = dataclasses.replace(batch, lattice_descriptor=batch.lattice_descriptor.flip(0))
+        torch.testing.assert_close(off(other), out_off)
+        assert (on(other) - out_on).abs().max() > 1e-4
+    assert DualTowerConfig(crystal={"lattice_features": False}).crystal.lattice_features is False
+    with pytest.raises(TypeError, match="lattice_features"):
+        CrystalEncoderConfig(lattice_features="no")

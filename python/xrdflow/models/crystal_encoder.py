@@ -12,6 +12,14 @@ Per layer t (Batatia et al., MACE, NeurIPS 2022, eqs. 8-11; the EACNN paper eq. 
 Readout: an invariant (0e) linear readout of every layer, summed, through an MLP,
 then the site-weighted mean over sites of each crystal (invariant to the choice of
 unit cell: primitive, conventional or supercell give the same mean).
+
+Lattice branch (``lattice_features``, default on): a powder pattern's peak positions
+are set by the lattice (Q = 2 pi / d), which a 5 A local encoder sees only implicitly.
+:class:`LatticeBranch` maps each graph's lattice descriptor (the K smallest plane
+spacings Q of the primitive lattice, sorted, and the volume per atom; see
+:func:`xrdflow.models.graph.lattice_descriptor`) through an MLP; its output is
+concatenated with the pooled site features and mixed by a small MLP into feat_dim.
+With ``lattice_features: false`` the encoder is exactly the local model.
 """
 from __future__ import annotations
 
@@ -22,11 +30,11 @@ import torch
 from torch import nn
 from e3nn import o3
 
-from .graph import GraphBatch
+from .graph import DEFAULT_LATTICE_K, GraphBatch
 
 __all__ = ["CrystalEncoderConfig", "CrystalEncoder", "BesselBasis", "PolynomialCutoff",
            "RadialEmbedding", "SpeciesEmbedding", "InteractionBlock", "SymmetricProduct",
-           "scatter_sum"]
+           "LatticeBranch", "scatter_sum"]
 
 _N_ELEMENTS = 119  # atomic numbers 1-118 (index 0 unused)
 
@@ -52,6 +60,10 @@ class CrystalEncoderConfig:
     avg_num_neighbors: constant message normaliser (a fixed number, so outputs do not depend
         on the batch or the cell choice).
     readout_dim: width of the invariant per-site readout; feat_dim: pooled output width.
+    lattice_features: add the global lattice branch (:class:`LatticeBranch`); False = the local
+        model alone (ablation; the same parameters and outputs as before the branch existed).
+    lattice_k: plane spacings in the lattice descriptor (graphs must be built with the same value:
+        use :meth:`graph_kwargs`); lattice_hidden: width of the lattice MLP.
     """
 
     hidden_irreps: str = "32x0e+16x1o+8x2e"
@@ -67,6 +79,9 @@ class CrystalEncoderConfig:
     avg_num_neighbors: float = 16.0
     readout_dim: int = 64
     feat_dim: int = 128
+    lattice_features: bool = True
+    lattice_k: int = DEFAULT_LATTICE_K
+    lattice_hidden: int = 64
 
     def __post_init__(self):
         self.radial_hidden = _as_tuple(self.radial_hidden, "radial_hidden")
@@ -76,10 +91,12 @@ class CrystalEncoderConfig:
         if not 1 <= int(self.correlation) <= 3:
             raise ValueError(f"correlation must be 1, 2 or 3 (1 = no ACE product), not {self.correlation}")
         for name in ("lmax", "product_channels", "num_interactions", "num_bessel", "envelope_p",
-                     "max_neighbors", "readout_dim", "feat_dim"):
+                     "max_neighbors", "readout_dim", "feat_dim", "lattice_k", "lattice_hidden"):
             v = getattr(self, name)
             if isinstance(v, bool) or int(v) != v or v < (0 if name == "lmax" else 1):
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
+        if not isinstance(self.lattice_features, bool):
+            raise TypeError(f"lattice_features must be true or false, not {self.lattice_features!r}")
         if not 0 <= self.lmax <= 4:
             raise ValueError(f"lmax must be in 0..4, not {self.lmax}")
         if not (0.5 <= float(self.cutoff_angstrom) <= 20.0):
@@ -89,7 +106,8 @@ class CrystalEncoderConfig:
 
     def graph_kwargs(self) -> dict:
         """Arguments for build_graph / build_graphs matching this encoder."""
-        return {"cutoff_angstrom": float(self.cutoff_angstrom), "max_neighbors": int(self.max_neighbors)}
+        return {"cutoff_angstrom": float(self.cutoff_angstrom), "max_neighbors": int(self.max_neighbors),
+                "lattice_k": int(self.lattice_k)}
 
 
 def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
@@ -249,6 +267,37 @@ class SymmetricProduct(nn.Module):
         return out
 
 
+class LatticeBranch(nn.Module):
+    """MLP on a lattice descriptor (n_graphs, K + 1): K ascending plane spacings Q (1/angstrom)
+    and the volume per atom (angstrom^3) -> (n_graphs, hidden).
+
+    Input: the sorted Q vector itself, scaled to ~[0, 1] by a fixed 1 / (8 1/angstrom), and
+    log(volume per atom / 15 angstrom^3). Sorting fixes the order of the entries, so a plain
+    MLP is invariant to how the planes were enumerated, and the sorted vector is a
+    continuous function of the lattice (it only loses smoothness where two spacings cross).
+    It keeps every Q exactly, where a Gaussian expansion on a grid would blur peak
+    positions to the grid spacing; fixed scalings (no LayerNorm) keep the absolute scale,
+    which sets the peak positions. A stretched cell (Q smaller) is thus a different input.
+    """
+
+    Q_SCALE = 1.0 / 8.0        # angstrom: Q of MP-20 primitive cells is ~0.5-6 1/angstrom
+    VOLUME_REF = 15.0          # angstrom^3 per atom, typical of inorganic solids
+
+    def __init__(self, k: int, hidden: int):
+        super().__init__()
+        self.k = int(k)
+        self.net = nn.Sequential(nn.Linear(self.k + 1, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+
+    def forward(self, descriptor: torch.Tensor) -> torch.Tensor:
+        if descriptor.dim() != 2 or descriptor.shape[1] != self.k + 1:
+            raise ValueError(f"lattice descriptor has shape {tuple(descriptor.shape)}, the encoder expects "
+                             f"(n_graphs, {self.k + 1}) (lattice_k = {self.k}); build the graphs with the "
+                             "model's graph_kwargs()")
+        q = descriptor[:, :self.k] * self.Q_SCALE
+        vol = torch.log(descriptor[:, self.k:].clamp_min(1e-3) / self.VOLUME_REF)
+        return self.net(torch.cat([q, vol], dim=1))
+
+
 class CrystalEncoder(nn.Module):
     """Invariant crystal embedding from a :class:`GraphBatch`.
 
@@ -287,6 +336,10 @@ class CrystalEncoder(nn.Module):
         self.mlp = nn.Sequential(nn.SiLU(), nn.Linear(cfg.readout_dim, cfg.feat_dim), nn.SiLU(),
                                  nn.Linear(cfg.feat_dim, cfg.feat_dim))
         self.feat_dim = int(cfg.feat_dim)
+        if cfg.lattice_features:
+            self.lattice = LatticeBranch(cfg.lattice_k, cfg.lattice_hidden)
+            self.fuse = nn.Sequential(nn.Linear(cfg.feat_dim + cfg.lattice_hidden, cfg.feat_dim), nn.SiLU(),
+                                      nn.Linear(cfg.feat_dim, cfg.feat_dim))
 
     def _run(self, batch: GraphBatch):
         if not isinstance(batch, GraphBatch):
@@ -314,4 +367,8 @@ class CrystalEncoder(nn.Module):
         w = batch.site_weight[:, None]
         total = scatter_sum(node * w, batch.site_graph, batch.n_graphs)
         norm = scatter_sum(w, batch.site_graph, batch.n_graphs)
-        return total / norm
+        pooled = total / norm
+        if not self.cfg.lattice_features:
+            return pooled
+        lat = self.lattice(batch.lattice_descriptor.to(pooled.dtype))
+        return self.fuse(torch.cat([pooled, lat], dim=1))

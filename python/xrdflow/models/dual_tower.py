@@ -92,7 +92,7 @@ class DualTower(nn.Module):
         return int(self.cfg.pattern.n_points)
 
     def graph_kwargs(self) -> dict:
-        """cutoff_angstrom and max_neighbors for build_graph(s), as the crystal tower expects."""
+        """cutoff_angstrom, max_neighbors and lattice_k for build_graph(s), as the crystal tower expects."""
         return self.cfg.crystal.graph_kwargs()
 
     def encode_crystals(self, batch: GraphBatch) -> torch.Tensor:
