@@ -215,9 +215,11 @@ class InteractionBlock(nn.Module):
 
     def forward(self, h, edge_sh, edge_radial, edge_index, sender_weight):
         sender, receiver = edge_index[0], edge_index[1]
-        h = self.linear_up(h)
+        # the tensor product is linear in h: weigh the S sites by their occupancy before gathering
+        # them onto the E edges (E ~ 13 S) rather than weighing every message
+        h = self.linear_up(h) * sender_weight[:, None]
         weights = self.radial_mlp(edge_radial)
-        msg = self.conv_tp(h[sender], edge_sh, weights) * sender_weight[sender, None]
+        msg = self.conv_tp(h[sender], edge_sh, weights)
         return self.linear(scatter_sum(msg, receiver, h.shape[0]) * self.inv_avg)
 
 
