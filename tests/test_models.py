@@ -434,5 +434,12 @@ def test_lattice_features_off_is_the_local_model(mp20):
         torch.testing.assert_close(off(other), out_off)
         assert (on(other) - out_on).abs().max() > 1e-4
     assert DualTowerConfig(crystal={"lattice_features": False}).crystal.lattice_features is False
+    # weights of the local model (e.g. a checkpoint from before the branch) into a lattice model: clear error
+    cfg = DualTowerConfig(crystal=CrystalEncoderConfig(**TINY_CRYSTAL, lattice_features=False),
+                          pattern=PatternEncoderConfig(**TINY_PATTERN), embed_dim=16, projection_hidden=16)
+    local_tower = DualTower(cfg)
+    with pytest.raises(ValueError, match="lattice_features: false"):
+        tiny_tower().load_state_dict(local_tower.state_dict())
+    DualTower(cfg).load_state_dict(local_tower.state_dict())
     with pytest.raises(TypeError, match="lattice_features"):
         CrystalEncoderConfig(lattice_features="no")

@@ -101,6 +101,19 @@ class DualTower(nn.Module):
     def encode_patterns(self, patterns: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.pattern_proj(self.pattern_encoder(patterns)), dim=-1)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """nn.Module.load_state_dict, with a clear message when the weights were trained with(out)
+        the crystal tower's lattice branch and the config says otherwise (checkpoints written
+        before the branch existed have no ``lattice_features`` key, which now defaults to true)."""
+        has = any(k.startswith("crystal_encoder.lattice.") for k in state_dict)
+        want = bool(self.cfg.crystal.lattice_features)
+        if strict and has != want:
+            raise ValueError(f"the weights were trained {'with' if has else 'without'} the crystal lattice branch "
+                             f"but the model config has crystal.lattice_features = {want}; set "
+                             f"model.crystal.lattice_features: {'true' if has else 'false'} in the run's config "
+                             "(checkpoints from before the branch existed need false)")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def forward(self, batch: GraphBatch, patterns: torch.Tensor):
         if len(batch) != patterns.shape[0]:
             raise ValueError(f"{len(batch)} crystals but {patterns.shape[0]} patterns; pairs must line up")
