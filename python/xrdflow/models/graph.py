@@ -166,7 +166,7 @@ def plane_q_values(lattice, k: int = DEFAULT_LATTICE_K) -> np.ndarray:
 
 
 def primitive_lattice(structure, symprec: float = LATTICE_SYMPREC) -> tuple[np.ndarray, bool]:
-    """``(lattice, found)``: the primitive lattice of ``structure`` found by spglib.
+    """``(lattice, found)``: the primitive lattice of ``structure`` found by spglib (Niggli-reduced).
 
     spglib.standardize_cell(to_primitive=True, no_idealize=True) on the structure's sites
     (co-located atoms of a mixed / partly vacant site merged into one site type, as in
@@ -190,6 +190,12 @@ def primitive_lattice(structure, symprec: float = LATTICE_SYMPREC) -> tuple[np.n
         except Exception:  # spglib >= 2.5 may raise SpglibError instead of returning None
             prim = None
         if prim is not None and prim.shape == (3, 3) and np.all(np.isfinite(prim)):
+            try:  # a reduced basis of the same lattice keeps the hkl box of plane_q_values small
+                reduced = spglib.niggli_reduce(prim)
+            except Exception:
+                reduced = None
+            if reduced is not None and np.all(np.isfinite(reduced)):
+                prim = np.asarray(reduced, dtype=np.float64)
             return prim, True
         try:
             reduced = spglib.niggli_reduce(lattice)
