@@ -49,8 +49,8 @@ __all__ = ["DemoConfig", "run_demo", "add_demo_parser", "tiny_train_config", "DE
 STATE_FILE = "demo_state.json"
 STATE_VERSION = 1
 #: Default optimizer steps: chosen so the whole demo takes about ten minutes on a 2-core CPU (README).
-DEFAULT_STEPS_FINETUNE = 200
-DEFAULT_STEPS_SCRATCH = 600
+DEFAULT_STEPS_FINETUNE = 300
+DEFAULT_STEPS_SCRATCH = 10000
 STAGES = ("data", "stream", "train", "evaluate", "fit", "summary")
 
 
@@ -230,6 +230,9 @@ class _State:
     def record(self, name: str, key: dict, result: dict, seconds: float) -> None:
         self.stages[name] = {"key": key, "result": result, "seconds": round(seconds, 3),
                              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self.save()
+
+    def save(self) -> None:
         _atomic_json(self.path, {"version": STATE_VERSION, "stages": self.stages})
 
 
@@ -273,6 +276,7 @@ class _Demo:
                                  "`xrdflow demo`; choose another --out")
             shutil.rmtree(train_dir)  # a fresh run of our own folder: the old training goes
         self.state = _State(self.out, cfg.resume)
+        self.state.save()  # marks the folder as the demo's at once (an interrupted first run can be rerun)
         from . import pretrained
 
         self.base_checkpoint = None
@@ -451,8 +455,8 @@ class _Demo:
             "train_structures": trainer.data.n_train, "val_structures": trainer.data.n_val,
             "steps_per_s_this_run": round(result.steps_per_s, 3), "resumed": resume,
             "val_before": val0, "val_after": result.last_val, "best_val_top1": result.best_val_top1,
-            "checkpoint": ckpt_path, "checkpoint_kind": "best.pt (best validation top-1)"
-            if result.best_checkpoint else "last.pt",
+            "checkpoint": ckpt_path, "checkpoint_kind": "best validation top-1 of this run"
+            if result.best_checkpoint else "the last step",
             "torch_threads": torch.get_num_threads(), "run_dir": os.fspath(self.out / "train"),
         }
         if result.last_val is not None:
@@ -551,7 +555,9 @@ MEANINGS = {
     "top1/top3/top5/top10": "fraction of test structures whose own pattern (the query) ranks the right structure "
                             "among the k best of the test gallery (300 structures); ties count against the query",
     "clean/realistic": "queries are the gallery's own patterns, clean or with Augmentation.realistic() drawn at the "
-                       "demo seed (strain, size broadening, texture, background, counting noise, ...)",
+                       "demo seed (strain, size broadening, texture, background, counting noise, ...); "
+                       "the model is trained on realistic patterns only, so perfectly sharp noise-free clean queries "
+                       "are unfamiliar to it and can score lower than realistic ones",
     "pattern_cosine": "non-learned baseline: cosine of the query with every clean gallery pattern",
     "peak_fom": "non-learned baseline: search-match figure of merit of picked peaks against each structure's lines",
     "val_before/val_after": "retrieval top-1/top-5 on the bundled validation split (augmented patterns against "
@@ -724,7 +730,7 @@ def _summary_markdown(s: dict) -> str:
         chance = e.get("realistic", e.get("clean", {})).get("chance_top1")
         if chance:
             lines.append(f"\nChance top-1: {_pct(chance)} %. Clean queries are the gallery's own patterns, so the "
-                         "pattern baselines are perfect on them; realistic queries separate the methods.")
+                         "pattern baselines are (nearly) perfect on them; realistic queries separate the methods.")
         lines += ["", "![t-SNE](tsne.png)", "", "![retrieval](retrieval.png)"]
     if "fit" in r:
         f = r["fit"]
