@@ -1,0 +1,66 @@
+"""Ship a trained checkpoint inside the package: weights and config only, with its provenance.
+
+    python scripts/export_pretrained.py runs/contrastive_cpu/last.pt --name contrastive \
+        --command "xrdflow train --config configs/contrastive_cpu.yaml" [--eval runs/eval/*.json]
+
+Writes python/xrdflow/pretrained/NAME.pt (the ``xrdflow train`` checkpoint
+without optimizer, scheduler and RNG state, so a few MB; read by
+``xrdflow.train.load_model`` with ``torch.load(weights_only=True)``) and
+NAME.json beside it: the config, the command, the training step, the sha256
+of the source checkpoint and of the shipped file, and the evaluation JSON
+files given with ``--eval`` (copied as they are).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEEP = ("format", "version", "config", "model", "step", "epoch", "best")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint", type=Path, help="checkpoint written by xrdflow train (last.pt or best.pt)")
+    ap.add_argument("--name", default="contrastive", help="shipped model name (default contrastive)")
+    ap.add_argument("--command", required=True, help="the command that trained it (recorded in NAME.json)")
+    ap.add_argument("--eval", nargs="*", type=Path, default=[], help="evaluation JSON files to record")
+    args = ap.parse_args(argv)
+
+    from xrdflow import pretrained
+    from xrdflow.train.checkpoint import load_model, read_checkpoint, save_checkpoint
+
+    ckpt = read_checkpoint(args.checkpoint)
+    slim = {key: ckpt[key] for key in KEEP if key in ckpt}
+    target = pretrained.DIRECTORY / f"{pretrained._check_name(args.name)}.pt"
+    save_checkpoint(target, slim)
+    load_model(target)  # the shipped file must load on its own
+    evaluations = {p.name: json.loads(p.read_text()) for p in args.eval}
+    provenance = {
+        "name": args.name,
+        "command": args.command,
+        "source_checkpoint": str(args.checkpoint),
+        "source_sha256": sha256(args.checkpoint),
+        "sha256": sha256(target),
+        "step": int(ckpt["step"]),
+        "best": ckpt.get("best"),
+        "config": ckpt["config"],
+        "evaluations": evaluations,
+    }
+    json_path = target.with_suffix(".json")
+    from xrdflow.train.config import atomic_write_bytes
+
+    atomic_write_bytes(json_path, (json.dumps(provenance, indent=1, default=str) + "\n").encode())
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB) and {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
