@@ -187,6 +187,18 @@ def markdown(results, mp20, random_test) -> str:
                          f"{_pct(cs['top1'])} / {_pct(cs['top3'])} | "
                          f"{_pct(eg['top1'])} / {_pct(eg['top3'])} / {_pct(eg['top5'])} | "
                          f"{_pct(sg['top1'])} / {_pct(sg['top3'])} / {_pct(sg['top5'])} | {_pct(m['top1'])} |")
+    main_random = max((n for n in results["runs"] if n.startswith("random_n") and n.endswith("_p1024")),
+                      key=lambda n: int(n.split("_")[1][1:]), default=None)
+    pairs = [("trained on real (MP-20 val)", "real_p1024"), ("trained on balanced random", main_random)]
+    lines += ["", "| space group top-1 / 3 / 5 (%) | MP-20 biternary test (biased) | random crystals (balanced) |",
+              "|---|---|---|"]
+    for label, name in pairs:
+        ev = results["runs"].get(name, {}).get("evaluation", {})
+        cells = []
+        for spec in (mp20, random_test):
+            r = ev.get(spec, {}).get("space_group")
+            cells.append("" if r is None else f"{_pct(r['top1'])} / {_pct(r['top3'])} / {_pct(r['top5'])}")
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 

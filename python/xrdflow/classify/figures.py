@@ -65,6 +65,7 @@ def plot_curve(xs, series: dict, path, *, xlabel: str, title: str = "", logx: bo
         ax.plot(xs, ys, marker="o", label=label)
     if logx:
         ax.set_xscale("log")
+        ax.minorticks_off()
     ax.set_xticks(list(xs), [str(x) for x in xs])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 accuracy")
