@@ -91,11 +91,9 @@ class DemoConfig:
 
 # ------------------------------------------------------------------ small helpers
 def _atomic_text(path: Path, text: str) -> None:
-    from .plot import atomic_output
+    from ._fileio import atomic_write_text
 
-    with atomic_output(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+    atomic_write_text(path, text)
 
 
 def _atomic_json(path: Path, obj) -> None:

@@ -12,12 +12,12 @@ A returned Figure still shows inline in Jupyter.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
+
+from ._fileio import atomic_output, check_output_path  # re-exported: xrdflow.plot.atomic_output stays importable
 
 __all__ = ["plot_pattern", "hkl_label", "atomic_output", "check_output_path", "plot_format"]
 
@@ -34,20 +34,6 @@ def _matplotlib():
     return Figure, FigureCanvasAgg
 
 
-def check_output_path(path: "str | os.PathLike") -> str:
-    """Raise a clear OSError/ValueError unless ``path`` can be (over)written as a
-    file: it is not a directory and its directory exists. Returns the directory."""
-    path = os.fspath(path)
-    if not path:
-        raise ValueError("output path is empty")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"output path {path!r} is a directory; give a file name")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
-    return directory
-
-
 def plot_format(path: "str | os.PathLike") -> str:
     """The image format for ``path`` from its extension ('png' when it has none);
     ValueError for one matplotlib cannot write, ImportError without matplotlib."""
@@ -58,40 +44,6 @@ def plot_format(path: "str | os.PathLike") -> str:
         raise ValueError(f"cannot save a plot as '.{fmt}'; use .png, .pdf or .svg "
                          f"(or one of {', '.join('.' + e for e in sorted(supported))})")
     return fmt
-
-
-@contextlib.contextmanager
-def atomic_output(path: "str | os.PathLike") -> Iterator[str]:
-    """Context manager giving a temporary path in the directory of ``path``;
-    on success the temporary file is moved onto ``path`` with :func:`os.replace`
-    (atomic on POSIX and Windows), on any error it is removed.
-
-    Readers of ``path`` therefore see the old file or the complete new one,
-    never a half-written file, and no temporary file is left behind.
-    """
-    path = os.fspath(path)
-    directory = check_output_path(path)
-    if os.path.exists(path):
-        mode = os.stat(path).st_mode & 0o777
-    else:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, mode)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def hkl_label(hkl: Sequence[int]) -> str:

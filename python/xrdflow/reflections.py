@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 import os
-import stat
-import tempfile
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from ._fileio import atomic_output, fsync_directory  # fsync_directory: re-exported (xrdflow.data.shards)
 
 
 @dataclass(frozen=True)
@@ -485,51 +485,10 @@ def _read_h5(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------- atomic write
-def fsync_directory(directory: Path) -> None:
-    """Flush a directory entry (after a rename) to disk; a no-op where the OS refuses."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, write) -> None:
-    """``write(tmp)`` into a temporary file beside ``path``, fsync, ``os.replace``.
-
-    The temporary file is removed on any error or interrupt, so ``path`` is
-    either its old self or the complete new file.  The new file gets the mode
-    of the file it replaces, or 0644 for a new one.
-    """
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"cannot save {str(path)!r}: directory {str(directory)!r} does not exist")
-    if path.is_dir():
-        raise IsADirectoryError(f"cannot save to {str(path)!r}: it is a directory")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        try:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-        except FileNotFoundError:
-            mode = 0o644
-        os.fchmod(fd, mode)
-        os.close(fd)
-        fd = -1
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_directory(directory)  # make the rename itself durable
+    """``write(tmp)`` into a temporary file beside ``path``, then fsync and
+    ``os.replace`` (:func:`xrdflow._fileio.atomic_output`): ``path`` is either
+    its old self or the complete new file, and the new file keeps the mode of
+    the file it replaces (a new one gets 0o666 & ~umask)."""
+    with atomic_output(path) as tmp:
+        write(Path(tmp))

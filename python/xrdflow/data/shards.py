@@ -109,7 +109,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..reflections import Reflections, fsync_directory
+from .._fileio import atomic_output
+from ..reflections import Reflections
 from ..reflections import _check_arrays as _check_reflection_arrays
 from ..reflections import _check_header as _check_reflection_header
 from ..reflections import _check_offsets, _check_size, _field_names as _reflection_fields
@@ -251,8 +252,8 @@ def describe_simulator(sim) -> dict:
 # ============================================================== small file helpers
 
 
-def _sha256(path: Path, *, fsync: bool = False) -> tuple[str, int]:
-    """(hex sha256, size in bytes) of a file; optionally fsync it on the way."""
+def _sha256(path: Path) -> tuple[str, int]:
+    """(hex sha256, size in bytes) of a file."""
     h = hashlib.sha256()
     size = 0
     with open(path, "rb") as fh:
@@ -262,26 +263,21 @@ def _sha256(path: Path, *, fsync: bool = False) -> tuple[str, int]:
                 break
             h.update(block)
             size += len(block)
-        if fsync:
-            os.fsync(fh.fileno())
     return h.hexdigest(), size
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    """JSON to ``path`` via ``path.tmp-<pid>``, fsync, ``os.replace``, fsync of the directory."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    """JSON to ``path`` via ``path.tmp-<pid>`` (:func:`xrdflow._fileio.atomic_output`: fsync,
+    ``os.replace``, fsync of the directory)."""
     text = json.dumps(obj, indent=1, ensure_ascii=False) + "\n"
-    try:
+    with atomic_output(path, temp_name=_temp_name(path.name)) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_directory(path.parent)
+
+
+def _temp_name(name: str) -> str:
+    """``<name>.tmp-<pid>``: the temporary names :data:`_TEMP_RE` recognises as leftovers."""
+    return f"{name}.tmp-{os.getpid()}"
 
 
 def write_json(path, obj) -> None:
@@ -570,16 +566,9 @@ def _write_shard(directory: Path, k: int, start: int, batch: Batch, prepared) ->
     """Write shard k atomically; returns its manifest entry."""
     name = shard_name(k)
     path = directory / name
-    tmp = directory / f"{name}.tmp-{os.getpid()}"
-    try:
-        _write_shard_file(tmp, start, batch, *prepared)
-        sha, size = _sha256(tmp, fsync=True)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_directory(directory)
+    with atomic_output(path, temp_name=_temp_name(name)) as tmp:
+        _write_shard_file(Path(tmp), start, batch, *prepared)
+        sha, size = _sha256(Path(tmp))
     return {"file": name, "start": start, "stop": start + len(batch), "n_items": len(batch),
             "sha256": sha, "bytes": size}
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,26 +237,13 @@ def _read_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, em
 
 
 def _write_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, emb: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    from .._fileio import atomic_output
+
+    with atomic_output(path, make_parents=True) as tmp:
+        with open(tmp, "wb") as fh:
             np.savez(fh, version=np.int64(CACHE_VERSION), checkpoint_sha256=np.str_(checkpoint_sha256),
                      gallery_sha256=np.str_(gallery_sha256), ids=np.array([str(i) for i in ids], dtype=np.str_),
                      embeddings=np.ascontiguousarray(emb, dtype=np.float32))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    from ..reflections import fsync_directory
-
-    fsync_directory(path.parent)
 
 
 @dataclass

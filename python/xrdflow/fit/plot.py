@@ -65,19 +65,8 @@ def plot_fit(result, path=None, *, title: str | None = None, label_top: int = 6,
 
 
 def _save_atomic(fig, path, dpi) -> None:
-    import tempfile
+    from .._fileio import atomic_output
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    ext = os.path.splitext(path)[1] or ".png"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=ext)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format=ext.lstrip(".") or "png")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=fmt)

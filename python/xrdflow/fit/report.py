@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._fileio import atomic_write_text
 from .model import PatternModel
 
 CELL_NAMES = ("a", "b", "c", "alpha", "beta", "gamma", "volume")
@@ -147,19 +146,8 @@ def _fmt(v) -> str:
 
 
 def write_text_atomic(path, text: str) -> None:
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``text`` to ``path`` atomically (:func:`xrdflow._fileio.atomic_write_text`; mode from the umask)."""
+    atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------- assembly

@@ -8,7 +8,6 @@ resolves the radiation (file first, then the caller's ``wavelength=``).
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -172,7 +171,7 @@ class MeasuredPattern:
         """Write ``2theta intensity [sigma]`` columns (whitespace, '#' comment header
         with the source and the radiation) atomically; :func:`xrdflow.io.read_pattern`
         reads the file back with the same arrays and wavelengths (repr round trip)."""
-        from ..plot import atomic_output
+        from .._fileio import atomic_write_text
 
         cols = [self.two_theta_deg, self.intensity] + ([self.sigma] if self.sigma is not None else [])
         data = np.column_stack(cols)
@@ -185,11 +184,7 @@ class MeasuredPattern:
                 lines.append("# line_weights: " + " ".join(repr(float(w)) for w in self.radiation.weights))
             lines.append("# two_theta_deg intensity" + (" sigma" if self.sigma is not None else ""))
         body = "\n".join(" ".join(repr(float(v)) for v in row) for row in data)
-        with atomic_output(path) as tmp:
-            with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write("\n".join(lines + [body]) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+        atomic_write_text(path, "\n".join(lines + [body]) + "\n", newline="\n")
 
 
 def _validated_arrays(two_theta, intensity, sigma, source, lines):

@@ -453,17 +453,11 @@ def save_graphs(path, graphs) -> None:
     arrays["cutoff_angstrom"] = np.asarray([g.cutoff_angstrom for g in graphs], dtype=np.float64)
     arrays["max_neighbors"] = np.asarray([g.max_neighbors for g in graphs], dtype=np.int64)
     arrays["label"] = np.asarray([g.label for g in graphs], dtype=np.str_)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
+    from .._fileio import atomic_output
+
+    with atomic_output(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_graphs(path) -> list[CrystalGraph]:

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import TrainConfig, config_from_dict, fsync_dir
+from .._fileio import atomic_output
+from .config import TrainConfig, config_from_dict
 
 __all__ = ["FORMAT", "VERSION", "save_checkpoint", "read_checkpoint", "load_model", "rng_state", "set_rng_state"]
 
@@ -70,24 +70,10 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path, payload: dict) -> None:
     """``torch.save(payload)`` to ``path`` atomically (temp file in the same folder, fsync, os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as fh:
+    with atomic_output(path, make_parents=True) as tmp:
+        with open(tmp, "wb") as fh:
             torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(path.parent)
 
 
 def read_checkpoint(path, map_location="cpu") -> dict:

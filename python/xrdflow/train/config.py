@@ -20,12 +20,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
+
+from .._fileio import atomic_write_bytes as _atomic_write_bytes
+from .._fileio import fsync_directory
 
 __all__ = ["DataConfig", "OptimConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
            "load_config", "save_config", "AMP_MODES", "DEVICES"]
@@ -426,38 +428,12 @@ def load_config(path) -> TrainConfig:
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, os.replace, fsync folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(path.parent)
+    """Write ``data`` to ``path`` atomically, creating missing parent folders
+    (:func:`xrdflow._fileio.atomic_output`: temp file in the same folder, fsync, os.replace, fsync folder)."""
+    _atomic_write_bytes(path, data, make_parents=True)
 
 
-def fsync_dir(directory) -> None:
-    """fsync a directory so a rename in it survives a power cut (no-op where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+fsync_dir = fsync_directory  # the old name, still imported by others
 
 
 def save_config(cfg: TrainConfig, path) -> None:
