@@ -28,36 +28,34 @@ def _progress() -> bool:
 
 
 def _write_json(path: str, obj) -> None:
-    from ..plot import atomic_output
+    from .._fileio import atomic_write_text
 
-    with atomic_output(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2)
-            fh.write("\n")
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _pct(x) -> str:
     return f"{100 * x:6.2f}"
 
 
-def _checkpoint_path(spec: str) -> str:
-    """``pretrained:NAME`` -> the checkpoint shipped in the package (xrdflow.pretrained), else ``spec``."""
+def _check_model_inputs(args) -> None:
+    """Resolve ``--checkpoint`` (``pretrained:NAME`` -> the checkpoint shipped in the package,
+    xrdflow.pretrained) in place; UserError unless it is a file and ``--gallery`` exists."""
     from .. import pretrained
 
     try:
-        return pretrained.resolve(spec)
+        args.checkpoint = pretrained.resolve(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:
         raise UserError(f"--checkpoint: {err}") from None
+    if not os.path.isfile(args.checkpoint):
+        raise UserError(f"--checkpoint: no such file: {args.checkpoint!r}")
+    if not os.path.exists(args.gallery):
+        raise UserError(f"--gallery: no such file or folder: {args.gallery!r}")
 
 
 def _cmd_evaluate(args) -> int:
     from .evaluation import evaluate
 
-    args.checkpoint = _checkpoint_path(args.checkpoint)
-    if not os.path.isfile(args.checkpoint):
-        raise UserError(f"--checkpoint: no such file: {args.checkpoint!r}")
-    if not os.path.exists(args.gallery):
-        raise UserError(f"--gallery: no such file or folder: {args.gallery!r}")
+    _check_model_inputs(args)
     if args.out_dir:
         os.makedirs(args.out_dir, exist_ok=True)
     if args.json:
@@ -94,11 +92,7 @@ def _cmd_evaluate(args) -> int:
 def _cmd_search(args) -> int:
     from .search import format_table, search_gallery
 
-    args.checkpoint = _checkpoint_path(args.checkpoint)
-    if not os.path.isfile(args.checkpoint):
-        raise UserError(f"--checkpoint: no such file: {args.checkpoint!r}")
-    if not os.path.exists(args.gallery):
-        raise UserError(f"--gallery: no such file or folder: {args.gallery!r}")
+    _check_model_inputs(args)
     if not os.path.isfile(args.pattern):
         raise UserError(f"no such pattern file: {args.pattern!r}")
     try:
