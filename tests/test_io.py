@@ -465,6 +465,18 @@ TEXT_ERRORS = [
 ]
 
 
+def _assert_refused(f, cases):
+    """Write each (content, match, line) case to ``f``: read_pattern raises a PatternFormatError
+    that matches, names the file and, when ``line`` is given, the 1-based line."""
+    for content, match, line in cases:
+        f.write_text(content)
+        with pytest.raises(PatternFormatError, match=match) as err:
+            read_pattern(f)
+        assert str(f) in str(err.value)
+        if line is not None:
+            assert err.value.line == line, (match, str(err.value))
+
+
 @pytest.mark.parametrize("content,match,line", TEXT_ERRORS)
 def test_text_errors_name_file_and_line(tmp_path, content, match, line):
     f = tmp_path / "bad.xy"
@@ -548,13 +560,7 @@ def test_xrdml_errors(tmp_path):
         (good.replace("</xrdMeasurement>", good[good.index("<scan "):good.index("</scan>") + 7]
                       + "</xrdMeasurement>"), "2 scans", None),
     ]
-    for content, match, line in cases:
-        f.write_text(content)
-        with pytest.raises(PatternFormatError, match=match) as err:
-            read_pattern(f)
-        assert str(f) in str(err.value)
-        if line is not None:
-            assert err.value.line == line, (match, str(err.value))
+    _assert_refused(f, cases)
     # a declaration hidden from a byte search by UTF-16 is still refused
     f.write_bytes(cases[0][0].replace('<?xml version="1.0"?>', '<?xml version="1.0" encoding="UTF-16"?>')
                   .encode("utf-16"))
@@ -584,13 +590,7 @@ def test_cif_errors(tmp_path):
         ((DATA / "two_blocks_range.cif").read_text().replace("_range_inc 0.05", "_range_inc 0.07"),
          "imply 29 points", None),
     ]
-    for content, match, line in cases:
-        f.write_text(content)
-        with pytest.raises(PatternFormatError, match=match) as err:
-            read_pattern(f)
-        assert str(f) in str(err.value)
-        if line is not None:
-            assert err.value.line == line
+    _assert_refused(f, cases)
     f.write_text(cases[3][0])
     with pytest.raises(PatternFormatError) as err:
         read_pattern(f)
@@ -624,13 +624,7 @@ def test_gsas_errors(tmp_path):
         (esd.replace("  1010.0", "  10x0.0", 1), "not a number", None),
         (std + std.replace("BANK 1", "BANK 2").split("\n", 2)[2], "2 banks", None),
     ]
-    for content, match, line in cases:
-        f.write_text(content)
-        with pytest.raises(PatternFormatError, match=match) as err:
-            read_pattern(f)
-        assert str(f) in str(err.value)
-        if line is not None:
-            assert err.value.line == line, (match, str(err.value))
+    _assert_refused(f, cases)
     f.write_text(cases[-1][0])
     np.testing.assert_array_equal(read_pattern(f, bank=2).intensity, COUNTS)
     with pytest.raises(PatternFormatError, match="no BANK 3"):
