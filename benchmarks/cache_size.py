@@ -27,10 +27,10 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import _common  # noqa: F401  (sets single-threaded BLAS before NumPy loads)
+from _common import best_time
 import numpy as np
 
 import xrdflow as xf
@@ -46,15 +46,6 @@ def load_structures(name: str, n: int) -> list[xf.Structure]:
     with gzip.open(path, "rt", newline="") as f:
         cifs = [row["cif"] for _, row in zip(range(n), csv.DictReader(f))]
     return [xf.Structure.from_cif(c) for c in cifs]
-
-
-def best_time(fn, repeat: int):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def measure(name: str, n: int, repeat: int, threads: list[int]) -> dict:

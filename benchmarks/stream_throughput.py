@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import _common  # noqa: F401  (sets single-threaded BLAS before NumPy loads)
+from _common import best_time
 import numpy as np
 
 import xrdflow as xf
@@ -86,15 +87,6 @@ def time_stream(cache, sim, aug, batch_size: int, workers: int, epochs: int, thr
     return {"patterns": n, "seconds": best, "patterns_per_s": n / best, "first_batch_s": best_first}
 
 
-def best_of(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-structures", type=int, default=1000, help="first N of mp20_biternary_test (default 1000)")
@@ -135,7 +127,7 @@ def main(argv=None) -> int:
 
     def render_rows(label, fn):
         for th in args.threads:
-            s = best_of(lambda: [fn(b, th) for b in range(len(batches))], args.repeat)
+            s = best_time(lambda: [fn(b, th) for b in range(len(batches))], args.repeat)[0]
             rows.append({"case": f"{label}, {th} thread{'s' if th > 1 else ''}", "kind": "render",
                          "threads": th, "seconds": s, "patterns_per_s": n / s})
 

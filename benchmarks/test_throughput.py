@@ -16,7 +16,6 @@ Per-call work (divide the time by it; it is also in each benchmark's extra_info)
 """
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -79,15 +78,6 @@ def training(bench):
                            aug=xf.Augmentation.realistic())
 
 
-def _best_seconds(fn, repeat: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 @pytest.mark.benchmark(group="augmented render vs from scratch (200 patterns per call)")
 def test_realistic_render_vs_from_scratch(benchmark, training):
     """Realistic augmented render from cached reflections (the timed call), 1 thread, against two
@@ -97,9 +87,9 @@ def test_realistic_render_vs_from_scratch(benchmark, training):
     each (best round) and the ratios (augmented render / baseline speed)."""
     t = training
     n = len(t.structs)
-    scratch_s = _best_seconds(lambda: t.sim.patterns(t.structs, threads=1))
-    scratch_aug_s = _best_seconds(lambda: t.sim.render(t.sim.reflections(t.structs, threads=1), augmentation=t.aug,
-                                                       seed=0, threads=1))
+    scratch_s, _ = C.best_time(lambda: t.sim.patterns(t.structs, threads=1))
+    scratch_aug_s, _ = C.best_time(lambda: t.sim.render(t.sim.reflections(t.structs, threads=1), augmentation=t.aug,
+                                                          seed=0, threads=1))
     y, params = benchmark(t.sim.render, t.cache, augmentation=t.aug, seed=0, threads=1)
     assert y.shape == (n, C.N_POINTS) and len(params["counts"]) == n
     render_s = benchmark.stats.stats.min  # best round, like the baselines' best of 5
