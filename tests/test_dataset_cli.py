@@ -356,6 +356,65 @@ def test_generate_random_crystals(capsys, monkeypatch, tmp_path):
     assert_same_dataset(tmp_path / "gen", ref)
 
 
+@pytest.mark.filterwarnings("ignore:.*cannot be filled:RuntimeWarning")
+def test_generate_skip_failures(capsys, monkeypatch, tmp_path):
+    """--skip-failures with one attempt per index: seed 0 at --max-atoms 12 finds crystals for indices
+    1, 3, 6, 7, 8 only (checked against generate_one), interrupted after its first shard and resumed."""
+    pytest.importorskip("pyxtal")
+    rc = pytest.importorskip("xrdflow.data.random_crystals")
+    args = ["dataset", "generate", "--random", "10", "--max-atoms", "12", "--shard-size", "2", "--seed", "0",
+            "--workers", "1", "--max-attempts", "1", "--skip-failures"]
+    ref = tmp_path / "ref"
+    code, out, err = run(capsys, *args, "-o", ref)
+    assert code == 0, err
+    ds = ShardedDataset(ref)
+    found = [int(i.rsplit("-", 1)[1]) for i in ds.ids()]
+    expected = [i for i in range(10) if rc.generate_one(i, seed=0, max_atoms=12, max_attempts=1) is not None]
+    assert found == expected and 0 < len(found) < 10
+    skipped = [i for i in range(10) if i not in found]
+    p = ds.params
+    assert p["on_failure"] == "skip" and p["max_attempts"] == 1 and p["n"] == 10
+    assert p["n_found"] == len(found) and p["n_skipped"] == len(skipped)
+    assert p["skipped"] == [[i, rc.space_group_of(i, seed=0, max_atoms=12)] for i in skipped]
+    by_group = {}
+    for _, g in p["skipped"]:
+        by_group[str(g)] = by_group.get(str(g), 0) + 1
+    assert p["skipped_by_space_group"] == by_group
+    assert f"generated {len(found)} random crystals of 10 indices" in out
+    assert f"{len(skipped)} indices skipped (space groups: " in out
+    assert "left out" not in err  # summed up in the summary line, not warned per shard
+
+    original, calls = rc.generate_random_crystals, []
+
+    def stop_on_second(n, **kw):
+        if n == 0:  # the CLI's check of the options
+            return original(n, **kw)
+        calls.append(kw.get("start"))
+        if len(calls) == 3:  # shard 0 (indices 1 and 3) is written once the second block is in
+            raise KeyboardInterrupt
+        return original(n, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(rc, "generate_random_crystals", stop_on_second)
+        code, _, err = run(capsys, *args, "-o", tmp_path / "gen")
+        assert code == 130 and calls == [0, 2, 4]
+        assert ShardedDataset(tmp_path / "gen", allow_incomplete=True).n_shards == 1
+        del calls[:]
+        m.setattr(rc, "generate_random_crystals",
+                  lambda n, **kw: calls.append(kw.get("start")) or original(n, **kw))
+        code, _, err = run(capsys, *args, "-o", tmp_path / "gen", "--resume")
+        assert code == 0, err
+        # the kept shard (indices 1 and 3) is read back; generation continues after index 3
+        assert [c for c in calls if c is not None] == [4, 6, 8]
+        assert_same_dataset(tmp_path / "gen", ref)
+        # resuming the complete data set changes nothing
+        code, out, err = run(capsys, *args, "-o", tmp_path / "gen", "--resume")
+        assert code == 0 and "0 written" in out, err
+        assert_same_dataset(tmp_path / "gen", ref)
+    code, _, err = run(capsys, *args[:-3], "--max-attempts", "2", "--skip-failures", "-o", tmp_path / "gen",
+                       "--resume")
+    assert code == 2 and "max_attempts: 1 there, 2 now" in err
+
+
 # ------------------------------------------------------------------ user errors
 def test_user_errors_exit_2_without_traceback(capsys, tmp_path, src_csv, imported):
     damaged = tmp_path / "damaged"

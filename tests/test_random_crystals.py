@@ -310,3 +310,45 @@ def test_zero_crystals():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert generate_random_crystals(0, compositions=COMPOSITIONS, progress=False) == []
+
+
+# ----------------------------------------------------------------------------
+# on_failure="skip"
+# ----------------------------------------------------------------------------
+
+# With one attempt per index, index 6 of seed 7 finds no Pm-3m crystal (checked against generate_one below).
+SKIP = dict(seed=7, space_groups={221: 1.0}, compositions=COMPOSITIONS, max_atoms=20, max_attempts=1,
+            progress=False, workers=1)
+
+
+def test_skip_leaves_out_failed_indices_deterministically():
+    with pytest.warns(RuntimeWarning, match=r"1 of 4 indices found no crystal in 1 attempt and were left out "
+                                            r"\(on_failure='skip'; space groups: 221 x1\)"):
+        got = generate_random_crystals(4, start=4, on_failure="skip", **SKIP)
+    assert isinstance(got, rc.GeneratedCrystals)
+    assert [c.index for c in got] == [4, 5, 7] and got.skipped == ((6, 221),)
+    assert got.skipped_by_space_group == {221: 1}
+    one = dict(seed=7, weights={221: 1.0}, compositions=COMPOSITIONS, max_atoms=20, max_attempts=1)
+    for i in range(4, 8):  # each index is exactly generate_one (first stream, max_attempts attempts)
+        ref = generate_one(i, **one)
+        if i == 6:
+            assert ref is None
+        else:
+            same(got[[c.index for c in got].index(i)], ref)
+    # per (seed, index): split runs give the same crystals and skips
+    with pytest.warns(RuntimeWarning, match="left out"):
+        tail = generate_random_crystals(2, start=6, on_failure="skip", **SKIP)
+    head = generate_random_crystals(2, start=4, on_failure="skip", **SKIP)
+    assert head.skipped == () and tail.skipped == ((6, 221),)
+    for a, b in zip(got, list(head) + list(tail)):
+        same(a, b)
+    # the default retries index 6 over further streams: exactly n, never skipped
+    with pytest.warns(RuntimeWarning, match="completed from later attempt streams"):
+        full = generate_random_crystals(4, start=4, **SKIP)
+    assert [c.index for c in full] == [4, 5, 6, 7] and full.skipped == ()
+    assert full[2].attempts > 1
+
+
+def test_on_failure_must_be_raise_or_skip():
+    with pytest.raises(ValueError, match="on_failure must be 'raise'"):
+        generate_random_crystals(1, on_failure="ignore", **SKIP)

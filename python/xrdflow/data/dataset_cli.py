@@ -4,6 +4,7 @@
 
     xrdflow dataset import SRC -o DIR [--shard-size N] [--with-reflections] [--resume]
     xrdflow dataset generate --random N -o DIR [--seed S] [--max-atoms M] [--shard-size K]
+                             [--max-attempts A] [--skip-failures]
                              [--workers W] [--resume] [--with-reflections]
     xrdflow dataset dedup SRC [-o DIR] [--against OTHER ...] [--json OUT]
     xrdflow dataset info DIR [--json]
@@ -19,6 +20,17 @@ keeps the complete shards (checking their sha256) and produces only the
 missing ones; the result is the data set one uninterrupted run gives.  A
 resumed run must describe the same data set (same source or seed, n,
 --max-atoms, --shard-size, --with-reflections...), else it is refused.
+
+``generate --skip-failures`` gives each index at most ``--max-attempts``
+attempts (``on_failure="skip"`` of
+:func:`xrdflow.data.random_crystals.generate_random_crystals`) and leaves out
+an index whose attempts all fail: the data set holds the crystals found, in
+index order (ids ``random-<seed>-<index>``), and its manifest params list the
+skipped ``[index, space group]`` pairs (``skipped``) and their counts per
+space group (``skipped_by_space_group``), added when the run completes.  Its
+shards are filled in item order, so ``--resume`` reads the kept shards back,
+continues after the last index they hold, and ends with the data set an
+uninterrupted run writes.
 
 User errors exit with status 2 and one ``xrdflow: error: ...`` line, as for
 every xrdflow command (see :mod:`xrdflow.cli`).
@@ -173,16 +185,57 @@ def _cmd_import(args) -> int:
 
 
 # ------------------------------------------------------------------ generate
+#: Manifest params that a --skip-failures run adds when it completes (not part of what a resume must match).
+_SKIP_RESULT_KEYS = ("n_found", "n_skipped", "skipped_by_space_group", "skipped")
+
+
+def _index_of(ident: str, seed: int) -> int:
+    prefix = f"random-{seed}-"
+    if not ident.startswith(prefix) or not ident[len(prefix):].isdigit():
+        raise UserError(f"cannot resume: the data set holds the id {ident!r}, not one of 'random-{seed}-<index>'")
+    return int(ident[len(prefix):])
+
+
+def _kept_prefix(out, shard_size: int, seed: int):
+    """Items of the complete, intact shards 0..j-1 of an earlier --skip-failures run (lists, one per shard)."""
+    from .shards import MANIFEST, Item, ShardedDataset
+
+    if not (out / MANIFEST).exists():
+        return
+    try:
+        ds = ShardedDataset(out, verify="lazy", allow_incomplete=True)
+    except (ValueError, OSError):
+        return  # write_dataset reports (or rewrites) what is wrong; regenerate from the start
+    for k, e in enumerate(ds.shards):
+        if e["start"] != k * shard_size or e["n_items"] != shard_size:
+            return
+        try:
+            data = ds.read_shard(k, parts=("structures", "labels"))
+        except (ValueError, OSError):
+            return  # damaged: write_dataset rewrites it from the regenerated items
+        sgs = data.labels["space_group"]
+        yield [Item(ident, st, int(sg)) for ident, st, sg in zip(data.ids, data.structures, sgs)]
+
+
 def _cmd_generate(args) -> int:
     out = _check_out(args.output, args.resume)
     import importlib
 
     seed, n, max_atoms, weights = args.seed, args.random, args.max_atoms, args.space_groups
+    # Only options the user gave reach the generator (and the params), so that data sets written
+    # before these options existed still resume.
+    options = {}
     try:
         random_crystals = importlib.import_module("xrdflow.data.random_crystals")
+        if args.max_attempts is not None:
+            options["max_attempts"] = args.max_attempts
+        if args.skip_failures:
+            # What is skipped depends on the attempt budget: always recorded.
+            options.setdefault("max_attempts", random_crystals.DEFAULT_MAX_ATTEMPTS)
+            options["on_failure"] = "skip"
         # No crystals, but the checks: PyXtal present, the options possible (before any file is written).
         random_crystals.generate_random_crystals(0, seed=seed, space_groups=weights, max_atoms=max_atoms,
-                                                 progress=False)
+                                                 progress=False, **options)
     except ImportError as err:
         raise UserError(f"random crystal generation is not available: {err}") from None
     sim = _simulator(args)
@@ -195,14 +248,16 @@ def _cmd_generate(args) -> int:
     # Everything crystal i depends on besides (seed, i): a resumed run must match it.
     params = {"kind": "random", "generator": "xrdflow.data.random_crystals.generate_random_crystals",
               "n": n, "seed": seed, "max_atoms": max_atoms, "space_groups": weights,
-              "compositions": "bundled MP-20 formulas (default)", "pyxtal_version": pyxtal_version}
+              "compositions": "bundled MP-20 formulas (default)", "pyxtal_version": pyxtal_version, **options}
+    if args.skip_failures:
+        return _generate_skipping(args, out, random_crystals, params, sim)
 
     def make_shard(start, stop):
         from .shards import Item
 
         crystals = random_crystals.generate_random_crystals(
             stop - start, seed=seed, space_groups=weights, max_atoms=max_atoms, workers=args.workers,
-            progress=False, start=start)
+            progress=False, start=start, **options)
         items = []
         for j, c in enumerate(crystals):
             if int(c.index) != start + j:
@@ -218,6 +273,77 @@ def _cmd_generate(args) -> int:
           f"atoms) in {out}: "
           f"{result.n_shards} shard(s), {result.written} written"
           + (f", {result.reused} kept from an earlier run" if result.reused else ""))
+    return 0
+
+
+def _generate_skipping(args, out, random_crystals, params, sim) -> int:
+    """--skip-failures: the crystals found among indices 0..n-1, shards filled in item order."""
+    from .shards import MANIFEST, Item, _locked, _read_manifest, write_json
+
+    seed, n, shard_size = args.seed, args.random, args.shard_size
+    write_params = params
+    if args.resume and (out / MANIFEST).exists():
+        try:
+            stored = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("params") or {}
+        except (OSError, ValueError, AttributeError):
+            stored = {}
+        if {k: v for k, v in stored.items() if k not in _SKIP_RESULT_KEYS} == json.loads(json.dumps(params)):
+            write_params = stored  # a completed run's params carry its result; the rest must match
+    seen: list[int] = []          # indices of every item the source gives, in order
+    groups: dict[int, int] = {}   # space groups of the skipped indices the generator reported
+
+    def source():
+        next_index = 0
+        if args.resume:
+            for items in _kept_prefix(out, shard_size, seed):
+                indices = [_index_of(it.id, seed) for it in items]
+                if indices[0] < next_index or indices != sorted(set(indices)) or indices[-1] >= n:
+                    raise UserError(f"cannot resume {str(out)!r}: its shards do not hold increasing indices "
+                                    f"0..{n - 1} (was it written by another command?)")
+                seen.extend(indices)
+                next_index = indices[-1] + 1
+                yield items
+        for block in range(next_index, n, shard_size):
+            with warnings.catch_warnings():
+                # Summed up in the manifest and the summary line instead of once per block.
+                warnings.filterwarnings("ignore", category=RuntimeWarning, message=r".*were left out")
+                if block > next_index:  # the groups that cannot be filled: said once
+                    warnings.filterwarnings("ignore", category=RuntimeWarning, message=r".*cannot be filled")
+                crystals = random_crystals.generate_random_crystals(
+                    min(shard_size, n - block), seed=seed, space_groups=args.space_groups,
+                    max_atoms=args.max_atoms, workers=args.workers, progress=False, start=block,
+                    max_attempts=params["max_attempts"], on_failure="skip")
+            groups.update(dict(crystals.skipped))
+            items = [Item(f"random-{seed}-{int(c.index)}", c.structure, int(c.space_group)) for c in crystals]
+            seen.extend(int(c.index) for c in crystals)
+            yield items
+
+    result = _write(out, source(), shard_size=shard_size, resume=args.resume, params=write_params,
+                    simulator=sim, with_reflections=args.with_reflections, with_patterns=args.with_patterns,
+                    desc="generating", interrupted_hint="run the same command with --resume to finish")
+    found = set(seen)
+    skipped = [i for i in range(n) if i not in found]
+    for i in skipped:
+        if i not in groups:  # skipped inside the shards a resumed run read back
+            groups[i] = int(random_crystals.space_group_of(i, seed=seed, weights=args.space_groups,
+                                                           max_atoms=args.max_atoms))
+    by_group: dict[int, int] = {}
+    for i in skipped:
+        by_group[groups[i]] = by_group.get(groups[i], 0) + 1
+    final = {**params, "n_found": result.n_items, "n_skipped": len(skipped),
+             "skipped_by_space_group": {str(g): c for g, c in sorted(by_group.items())},
+             "skipped": [[i, groups[i]] for i in skipped]}
+    with _locked(out):
+        manifest = _read_manifest(out)
+        manifest["params"] = json.loads(json.dumps(final))
+        write_json(out / MANIFEST, manifest)
+    shown = ", ".join(f"{g} x{c}" for g, c in sorted(by_group.items()))
+    print(f"generated {result.n_items} random crystals of {n} indices (seed {seed}, {args.space_groups} space "
+          f"groups, at most {args.max_atoms} atoms, at most {params['max_attempts']} attempt{'s' if params['max_attempts'] != 1 else ''} each) in "
+          f"{out}: {result.n_shards} shard(s), {result.written} written"
+          + (f", {result.reused} kept from an earlier run" if result.reused else "")
+          + f"; {len(skipped)} indices skipped" + (f" (space groups: {shown})" if skipped else "")
+          + f", listed in {out / MANIFEST} params")
     return 0
 
 
@@ -431,6 +557,12 @@ def add_dataset_parser(sub) -> None:
                    help="at most M atoms in the cell (default 40)")
     p.add_argument("--space-groups", choices=("uniform", "bundled"), default="uniform",
                    help="space-group weights: uniform over the 230 groups (default) or as in the bundled MP-20 data")
+    p.add_argument("--max-attempts", type=_positive_int, metavar="A",
+                   help="pyxtal attempts per index and attempt stream (default 50)")
+    p.add_argument("--skip-failures", action="store_true",
+                   help="give each index at most --max-attempts attempts and leave out an index whose attempts "
+                        "all fail (listed per space group in the manifest params), instead of retrying it over up "
+                        "to 20 attempt streams; bounds the time per crystal, under-represents hard groups")
     p.add_argument("--workers", type=_positive_int, metavar="W", help="generator processes (default: all cores)")
     _add_output_options(p, resume_help=resume)
     _add_simulation_options(p)

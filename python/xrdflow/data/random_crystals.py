@@ -68,6 +68,19 @@ their count; an index that exhausts every stream is an error
 (RuntimeError), never a silently missing crystal.
 :attr:`RandomCrystal.attempts` counts the attempts over all streams.
 
+With ``on_failure="skip"`` an index gets only its first stream, i.e. at most
+``max_attempts`` attempts (exactly :func:`generate_one` with the same
+settings), and an index whose attempts all fail is left out instead: the
+result holds the crystals found, in index order, and its
+:attr:`GeneratedCrystals.skipped` lists the ``(index, space group)`` pairs
+left out, summarized per space group in one RuntimeWarning.  This bounds the
+time per index (at few atoms some high-symmetry groups, e.g. Fd-3c (228) at
+24 atoms, need hundreds of attempts) at the price of under-representing such
+groups.  Which indices are skipped is again a function of ``(seed, index)``
+and the settings, so ``start=`` resumes and the worker count changes nothing;
+a crystal found in skip mode is the same crystal the default mode returns for
+that index whenever the default mode finds it in its first stream.
+
 Because of this, an interrupted generation resumes by generating only the
 missing indices (``start=``), and ``generate_random_crystals(n, start=k)``
 returns exactly items ``k .. k+n-1`` of a longer run with the same settings.
@@ -158,12 +171,15 @@ __all__ = [
     "min_distance_ratio",
     "generate_one",
     "generate_random_crystals",
+    "GeneratedCrystals",
 ]
 
 N_SPACE_GROUPS = 230
 #: Indices per task sent to a worker process.
 CHUNK_SIZE = 4
-#: Attempt streams tried per index by generate_random_crystals before giving up.
+#: Default PyXtal attempts per index and attempt stream (max_attempts).
+DEFAULT_MAX_ATTEMPTS = 50
+#: Attempt streams tried per index by generate_random_crystals before giving up (on_failure="raise").
 MAX_STREAMS = 20
 #: Coordinate sets PyXtal may try per attempt (its own limit is 40 lattices x 10 sets).
 COORDINATE_BUDGET = 10
@@ -172,6 +188,7 @@ SYMPREC_CHECKS = (1e-3, 1e-2, 1e-1)
 #: Composition draws (cheap, cached checks) before listing every composition that fits.
 _MAX_COMPOSITION_DRAWS = 1000
 _CELLS = ("primitive", "conventional")
+_ON_FAILURE = ("raise", "skip")
 _COMPAT_CACHE_SIZE = 200_000
 
 
@@ -194,6 +211,27 @@ class RandomCrystal:
     space_group: int
     index: int
     attempts: int
+
+
+class GeneratedCrystals(list):
+    """What :func:`generate_random_crystals` returns: a list of :class:`RandomCrystal`, in index order.
+
+    skipped: ``(index, space_group)`` pairs of the requested indices that found
+        no crystal and were left out, in index order (only with
+        ``on_failure="skip"``; empty otherwise).
+    """
+
+    def __init__(self, crystals=(), skipped=()):
+        super().__init__(crystals)
+        self.skipped: tuple[tuple[int, int], ...] = tuple((int(i), int(sg)) for i, sg in skipped)
+
+    @property
+    def skipped_by_space_group(self) -> dict[int, int]:
+        """{space group: number of skipped indices}, by space group number."""
+        return dict(sorted(collections.Counter(sg for _, sg in self.skipped).items()))
+
+    def __repr__(self) -> str:
+        return f"GeneratedCrystals({list.__repr__(self)}, skipped={self.skipped!r})"
 
 
 # ----------------------------------------------------------------------------
@@ -851,8 +889,8 @@ def _generate(ctx: _Context, index: int, stream: int, attempts_before: int = 0) 
 
 
 def generate_one(index: int, *, seed: int = 0, weights="uniform", compositions=None, max_atoms: int = 40,
-                 min_distance_factor: float = 0.7, volume_factor: float = 1.0, max_attempts: int = 50,
-                 cell: str = "primitive", stream: int = 0) -> RandomCrystal | None:
+                 min_distance_factor: float = 0.7, volume_factor: float = 1.0,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, cell: str = "primitive", stream: int = 0) -> RandomCrystal | None:
     """Crystal ``index`` of the sequence with ``seed``, or None if ``max_attempts`` attempts fail.
 
     index: position in the sequence (>= 0); the crystal depends only on
@@ -880,15 +918,15 @@ def generate_one(index: int, *, seed: int = 0, weights="uniform", compositions=N
     return _generate(ctx, index, stream)[0]
 
 
-def _generate_full(ctx: _Context, index: int) -> tuple[RandomCrystal | None, int]:
-    """Crystal ``index`` over attempt streams 0..MAX_STREAMS-1: (crystal or None, streams used)."""
+def _generate_full(ctx: _Context, index: int, max_streams: int = MAX_STREAMS) -> tuple[RandomCrystal | None, int]:
+    """Crystal ``index`` over attempt streams 0..max_streams-1: (crystal or None, streams used)."""
     used = 0
-    for stream in range(MAX_STREAMS):
+    for stream in range(max_streams):
         crystal, n = _generate(ctx, index, stream, used)
         used += n
         if crystal is not None:
             return crystal, stream + 1
-    return None, MAX_STREAMS
+    return None, max_streams
 
 
 # ----------------------------------------------------------------------------
@@ -903,21 +941,21 @@ def _init_worker(config: dict) -> None:
     _WORKER_CONTEXT = _Context(**config)
 
 
-def _worker_chunk(indices: list[int]) -> list[tuple[int, RandomCrystal | None, int]]:
+def _worker_chunk(indices: list[int], max_streams: int = MAX_STREAMS) -> list[tuple[int, RandomCrystal | None, int]]:
     ctx = _WORKER_CONTEXT
-    return [(i, *_generate_full(ctx, i)) for i in indices]
+    return [(i, *_generate_full(ctx, i, max_streams)) for i in indices]
 
 
-def _local_chunk(ctx, indices):
-    return [(i, *_generate_full(ctx, i)) for i in indices]
+def _local_chunk(ctx, indices, max_streams: int = MAX_STREAMS):
+    return [(i, *_generate_full(ctx, i, max_streams)) for i in indices]
 
 
-def _run(ctx: _Context, indices: list[int], n_workers: int, bar):
+def _run(ctx: _Context, indices: list[int], n_workers: int, bar, max_streams: int = MAX_STREAMS):
     """Yield (index, crystal or None, streams used) for every index (any order)."""
     chunks = [indices[k:k + CHUNK_SIZE] for k in range(0, len(indices), CHUNK_SIZE)]
     if n_workers <= 1:
         for chunk in chunks:
-            results = _local_chunk(ctx, chunk)
+            results = _local_chunk(ctx, chunk, max_streams)
             if bar is not None:
                 bar.update(len(chunk))
             yield from results
@@ -929,7 +967,7 @@ def _run(ctx: _Context, indices: list[int], n_workers: int, bar):
         todo = iter(chunks)
         pending = set()
         for chunk in todo:
-            pending.add(executor.submit(_worker_chunk, chunk))
+            pending.add(executor.submit(_worker_chunk, chunk, max_streams))
             if len(pending) >= 2 * n_workers:
                 break
         while pending:
@@ -941,7 +979,7 @@ def _run(ctx: _Context, indices: list[int], n_workers: int, bar):
                 yield from results
                 nxt = next(todo, None)
                 if nxt is not None:
-                    pending.add(executor.submit(_worker_chunk, nxt))
+                    pending.add(executor.submit(_worker_chunk, nxt, max_streams))
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
 
@@ -949,10 +987,11 @@ def _run(ctx: _Context, indices: list[int], n_workers: int, bar):
 def generate_random_crystals(n: int, *, seed: int = 0, space_groups="uniform", compositions=None,
                              max_atoms: int = 40, workers: int | None = None, progress: bool = True,
                              start: int = 0, min_distance_factor: float = 0.7, volume_factor: float = 1.0,
-                             max_attempts: int = 50, cell: str = "primitive") -> list[RandomCrystal]:
-    """Crystals ``start .. start+n-1`` of the sequence with ``seed``, exactly n, in index order.
+                             max_attempts: int = DEFAULT_MAX_ATTEMPTS, cell: str = "primitive",
+                             on_failure: str = "raise") -> GeneratedCrystals:
+    """Crystals ``start .. start+n-1`` of the sequence with ``seed``, in index order.
 
-    n: how many (>= 0).
+    n: how many indices (>= 0).
     seed: the sequence (>= 0); crystal i depends only on (seed, i) and the settings.
     space_groups: weights of the space groups, as for :func:`space_group_weights`
         (``"uniform"``, ``"bundled"``, a dict {number: weight} or 230 weights).
@@ -964,25 +1003,40 @@ def generate_random_crystals(n: int, *, seed: int = 0, space_groups="uniform", c
     progress: show a tqdm progress bar.
     start: index of the first crystal (to extend or resume a sequence).
     min_distance_factor, volume_factor, max_attempts, cell: as for :func:`generate_one`.
+    on_failure: what an index that finds no crystal does.
 
-    An index whose first ``max_attempts`` attempts fail continues with further
-    attempt streams (module docs), so the result always has n crystals; how
-    many indices needed that is reported in one warning.  Requested groups
-    that cannot be filled within ``max_atoms`` get no crystals, with a
-    warning (module docs, "Groups that cannot be filled").  ValueError for
-    bad arguments or when no requested group can be filled; RuntimeError if
-    an index fails in all ``MAX_STREAMS`` streams.
+        ``"raise"`` (default): an index whose first ``max_attempts`` attempts
+        fail continues with further attempt streams (module docs), so the
+        result has exactly n crystals; how many indices needed that is
+        reported in one warning, and an index that fails in all
+        ``MAX_STREAMS`` streams is a RuntimeError.
+        ``"skip"``: each index gets at most ``max_attempts`` attempts (its
+        first stream only, as :func:`generate_one`); an index whose attempts
+        all fail is left out, listed in the result's ``skipped`` as
+        ``(index, space group)`` and summarized in one RuntimeWarning.  The
+        time per index is bounded, but groups that are hard to fill are
+        under-represented.
+
+    Returns a :class:`GeneratedCrystals` (a list; ``.skipped`` is empty with
+    ``"raise"``).  Requested groups that cannot be filled within ``max_atoms``
+    get no crystals, with a warning (module docs, "Groups that cannot be
+    filled").  ValueError for bad arguments or when no requested group can be
+    filled.
     """
     n = _check_int("n", n, 0)
     start = _check_int("start", start, 0)
     if workers is not None:
         workers = _check_int("workers", workers, 1)
+    if not isinstance(on_failure, str) or on_failure not in _ON_FAILURE:
+        raise ValueError(f"on_failure must be 'raise' (retry over further attempt streams, error if all fail) or "
+                         f"'skip' (leave out an index whose max_attempts attempts fail), not {on_failure!r}")
+    skip = on_failure == "skip"
     _pyxtal()
     ctx = _make_context(seed=seed, weights=space_groups, compositions=compositions, max_atoms=max_atoms,
                         min_distance_factor=min_distance_factor, volume_factor=volume_factor,
                         max_attempts=max_attempts, cell=cell)
     if n == 0:
-        return []
+        return GeneratedCrystals()
     ctx.prepare().warn_dropped()
     indices = list(range(start, start + n))
     n_chunks = -(-n // CHUNK_SIZE)
@@ -998,7 +1052,7 @@ def generate_random_crystals(n: int, *, seed: int = 0, space_groups="uniform", c
     results: list[RandomCrystal | None] = [None] * n
     extra_streams, failed = [], []
     try:
-        for index, crystal, streams in _run(ctx, indices, n_workers, bar):
+        for index, crystal, streams in _run(ctx, indices, n_workers, bar, 1 if skip else MAX_STREAMS):
             if crystal is None:
                 failed.append(index)
                 continue
@@ -1008,13 +1062,23 @@ def generate_random_crystals(n: int, *, seed: int = 0, space_groups="uniform", c
     finally:
         if bar is not None:
             bar.close()
-    if failed:
-        failed.sort()
-        groups = sorted({_pick(_index_rng(ctx.seed, i), ctx.cdf) for i in failed})
+    failed.sort()
+    failed_groups = [_pick(_index_rng(ctx.seed, i), ctx.cdf) for i in failed]
+    if failed and not skip:
         raise RuntimeError(
             f"{len(failed)} of {n} indices found no crystal in {MAX_STREAMS} x {ctx.max_attempts} attempts "
-            f"(indices {failed[:10]}{' ...' if len(failed) > 10 else ''}; space groups {groups}); "
-            "raise max_attempts or max_atoms, or lower min_distance_factor")
+            f"(indices {failed[:10]}{' ...' if len(failed) > 10 else ''}; space groups {sorted(set(failed_groups))}); "
+            "raise max_attempts or max_atoms, or lower min_distance_factor, or pass on_failure='skip' to leave "
+            "such indices out")
+    out = GeneratedCrystals([c for c in results if c is not None], zip(failed, failed_groups))
+    if failed:
+        warnings.warn(
+            f"{len(failed)} of {n} indices found no crystal in {ctx.max_attempts} "
+            f"attempt{'s' if ctx.max_attempts != 1 else ''} and were left out "
+            f"(on_failure='skip'; space groups: "
+            f"{', '.join(f'{sg} x{c}' for sg, c in out.skipped_by_space_group.items())}); "
+            f"{len(out)} crystals returned, their skipped indices in .skipped",
+            RuntimeWarning, stacklevel=2)
     if extra_streams:
         extra_streams.sort()
         groups = collections.Counter(sg for _, sg in extra_streams)
@@ -1024,4 +1088,4 @@ def generate_random_crystals(n: int, *, seed: int = 0, space_groups="uniform", c
             f"{', '.join(f'{sg} x{c}' for sg, c in sorted(groups.items()))}); the result still has "
             f"{n} crystals, deterministic per index",
             RuntimeWarning, stacklevel=2)
-    return results
+    return out
