@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,18 @@ def mp20_structures(mp20_rows):
     import xrdflow as xf
 
     return [xf.Structure.from_cif(r["cif"], label=r["material_id"]) for r in mp20_rows]
+
+
+def prepared_data_cache(tmp_path_factory, prepare_data, config_of, name: str) -> Path:
+    """``OUT/cache`` of ``prepare_data(config_of(OUT), OUT)`` in a fresh temporary folder OUT (for a
+    fixture that prepares the training data of a tiny config once)."""
+    out = tmp_path_factory.mktemp(name)
+    prepare_data(config_of(out), out, log=lambda m: None)
+    return out / "cache"
+
+
+def run_dir(tmp_path, data_cache, name: str = "run") -> Path:
+    """A run's out_dir holding a copy of a prepared data cache (a run with the same data settings reuses it)."""
+    out = Path(tmp_path) / name
+    shutil.copytree(data_cache, out / "cache")
+    return out

@@ -12,7 +12,6 @@ import gzip
 import io
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ pytest.importorskip("yaml")
 from xrdflow.train import (TrainConfig, config_to_dict, load_config, load_model, read_checkpoint,  # noqa: E402
                            save_checkpoint, save_config, train)
 from xrdflow.train.schedule import WarmupCosine, make_scheduler  # noqa: E402
+from conftest import prepared_data_cache, run_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "contrastive_tiny.yaml"
@@ -48,15 +48,7 @@ def data_cache(tmp_path_factory):
     """The prepared data (reflections + graphs) of tiny_config, computed once."""
     from xrdflow.train.data import prepare_data
 
-    out = tmp_path_factory.mktemp("train_data")
-    prepare_data(tiny_config(out), out, log=lambda m: None)
-    return out / "cache"
-
-
-def run_dir(tmp_path, data_cache, name="run") -> Path:
-    out = tmp_path / name
-    shutil.copytree(data_cache, out / "cache")
-    return out
+    return prepared_data_cache(tmp_path_factory, prepare_data, tiny_config, "train_data")
 
 
 def params(model) -> dict:

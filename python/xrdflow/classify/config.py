@@ -18,20 +18,19 @@ Sections (all optional in YAML; unknown keys are refused naming the key):
 ``optim``        :class:`xrdflow.train.OptimConfig`
 ``run``          :class:`xrdflow.train.RunConfig`
 
-The ``data``, ``optim`` and ``run`` sections and the YAML helpers are those of
-:mod:`xrdflow.train.config` (reused, not copied).
+The ``data``, ``optim`` and ``run`` sections, the dict/YAML helpers and the simulator/augmentation
+checks are those of :mod:`xrdflow.train.config` (reused, not copied).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..models import PatternEncoderConfig
-from ..train.config import (AUGMENTATIONS, DataConfig, OptimConfig, RunConfig, _build, _plain, _tuplify,
-                            atomic_write_bytes)
+from ..train.config import (DataConfig, OptimConfig, RunConfig, augmentation_from_spec, build_dataclass,
+                            check_augmentation, fixed_grid_simulator, read_yaml, sections_from_dict, to_plain,
+                            write_yaml)
 
 __all__ = ["ClassifierModelConfig", "ClassifierConfig", "HEADS", "config_from_dict", "config_to_dict",
            "load_config", "save_config"]
@@ -63,7 +62,7 @@ class ClassifierModelConfig:
 
     def __post_init__(self):
         if isinstance(self.pattern, dict):
-            self.pattern = _build(PatternEncoderConfig, self.pattern, "model.pattern")
+            self.pattern = build_dataclass(PatternEncoderConfig, self.pattern, "model.pattern")
         if not isinstance(self.pattern, PatternEncoderConfig):
             raise TypeError(f"model.pattern must be a PatternEncoderConfig or a mapping, got "
                             f"{type(self.pattern).__name__}")
@@ -111,20 +110,9 @@ class ClassifierConfig:
             raise TypeError(f"model must be a ClassifierModelConfig, got {type(self.model).__name__}")
         if not isinstance(self.simulator, dict):
             raise ValueError(f"simulator must be a mapping of xrdflow.Simulator arguments, got {self.simulator!r}")
-        n_model = self.model.pattern.n_points
-        n_sim = self.simulator.get("n_points")
-        if n_sim is None:
-            if "step" in self.simulator:
-                raise ValueError("simulator.step is not allowed: the encoder needs a fixed n_points "
-                                 f"({n_model}); give simulator.n_points instead")
-            self.simulator = {**self.simulator, "n_points": n_model}
-        elif n_sim != n_model:
-            raise ValueError(f"simulator.n_points = {n_sim} but model.pattern.n_points = {n_model}; make them equal")
-        if isinstance(self.augmentation, str) and self.augmentation not in AUGMENTATIONS:
-            raise ValueError(f"augmentation must be one of {AUGMENTATIONS} or a dict of xrdflow.Augmentation "
-                             f"fields, got {self.augmentation!r}")
-        if not isinstance(self.augmentation, (str, dict)):
-            raise ValueError(f"augmentation must be one of {AUGMENTATIONS} or a dict, got {self.augmentation!r}")
+        self.simulator = fixed_grid_simulator(self.simulator, self.model.pattern.n_points, "the encoder",
+                                              "(model.pattern.n_points)")
+        check_augmentation(self.augmentation)
         self.make_augmentation()
 
     @property
@@ -146,74 +134,26 @@ class ClassifierConfig:
             raise ValueError(f"simulator: {err}") from None
 
     def make_augmentation(self):
-        import xrdflow as xf
-
-        if self.augmentation == "realistic":
-            return xf.Augmentation.realistic()
-        if self.augmentation == "none":
-            return xf.Augmentation.none()
-        known = {f.name for f in dataclasses.fields(xf.Augmentation)}
-        for key in self.augmentation:
-            if key not in known:
-                raise ValueError(f"unknown key 'augmentation.{key}'; xrdflow.Augmentation fields are: "
-                                 f"{', '.join(sorted(known))}")
-        return xf.Augmentation(**{k: (_tuplify(v) if isinstance(v, list) else v)
-                                  for k, v in self.augmentation.items()})
+        """The :class:`xrdflow.Augmentation` of the training patterns."""
+        return augmentation_from_spec(self.augmentation)
 
 
 def config_to_dict(cfg: ClassifierConfig) -> dict:
     """Plain dicts/lists/numbers (what YAML files and checkpoints hold)."""
-    return _plain(cfg)
+    return to_plain(cfg)
 
 
 def config_from_dict(data: dict) -> ClassifierConfig:
     """A :class:`ClassifierConfig` from plain values; unknown keys refused, missing ones defaulted."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ValueError(f"the config must be a mapping with sections model, data, simulator, augmentation, optim, "
-                         f"run; got {type(data).__name__}")
-    data = dict(data)
-    known = [f.name for f in dataclasses.fields(ClassifierConfig)]
-    for key in data:
-        if key not in known:
-            raise ValueError(f"unknown key '{key}' in the config; known sections: {', '.join(known)}")
-    kwargs = {}
-    for name, cls in (("model", ClassifierModelConfig), ("data", DataConfig), ("optim", OptimConfig),
-                      ("run", RunConfig)):
-        if name in data:
-            kwargs[name] = _build(cls, data.pop(name), name)
-    if "simulator" in data:
-        sim = data.pop("simulator") or {}
-        if not isinstance(sim, dict):
-            raise ValueError(f"simulator must be a mapping of xrdflow.Simulator arguments, got {sim!r}")
-        kwargs["simulator"] = {**_default_simulator(), **sim}
-    if "augmentation" in data:
-        kwargs["augmentation"] = data.pop("augmentation")
-    return ClassifierConfig(**kwargs)
+    return sections_from_dict(ClassifierConfig, data, {"model": ClassifierModelConfig, "data": DataConfig,
+                                                       "optim": OptimConfig, "run": RunConfig}, _default_simulator)
 
 
 def load_config(path) -> ClassifierConfig:
     """Read a YAML config (``yaml.safe_load``)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such config file: {str(path)!r}")
-    with open(path, encoding="utf-8") as fh:
-        try:
-            data = yaml.safe_load(fh)
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path} is not valid YAML: {err}") from None
-    try:
-        return config_from_dict(data)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{path}: {err}") from None
+    return read_yaml(path, config_from_dict)
 
 
 def save_config(cfg: ClassifierConfig, path) -> None:
     """Write the config as YAML, atomically."""
-    import yaml
-
-    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
-    atomic_write_bytes(path, text.encode("utf-8"))
+    write_yaml(cfg, path)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..train.config import atomic_write_bytes, config_to_dict
-from ..train.data import _sha256_file, _source_fingerprint, clean_structures, read_source
+from ..train.data import SplitSizes, clean_structures, read_source, sha256_file, source_fingerprint, sources_fingerprint
 
 __all__ = ["PreparedData", "prepare_data", "space_groups_of", "load_labeled", "LabeledSet", "CACHE_VERSION"]
 
@@ -36,7 +36,7 @@ CACHE_VERSION = 1
 
 
 @dataclass
-class PreparedData:
+class PreparedData(SplitSizes):
     train_ids: list
     train_reflections: object          # xrdflow.Reflections
     train_sg: np.ndarray               # (N,) int64 space-group numbers
@@ -45,14 +45,6 @@ class PreparedData:
     val_sg: np.ndarray
     report: dict = field(default_factory=dict)
     from_cache: bool = False
-
-    @property
-    def n_train(self) -> int:
-        return len(self.train_ids)
-
-    @property
-    def n_val(self) -> int:
-        return len(self.val_ids)
 
 
 def _stored_labels(specs) -> dict:
@@ -92,10 +84,8 @@ def cache_key(cfg) -> str:
 
     data = config_to_dict(cfg.data)
     data.pop("cache", None)
-    sources = {spec: _source_fingerprint(spec)
-               for spec in dict.fromkeys(cfg.data.train + cfg.data.val + cfg.data.leakage_against)}
     blob = {"version": CACHE_VERSION, "kind": "classifier", "data": data, "seed": cfg.run.seed,
-            "sources": sources, "simulator": describe_simulator(cfg.make_simulator()),
+            "sources": sources_fingerprint(cfg.data), "simulator": describe_simulator(cfg.make_simulator()),
             "scheme": cfg.model.scheme}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
@@ -111,7 +101,7 @@ def _save_split_cache(cache_dir: Path, names: dict, manifest: dict) -> None:
             continue
         rp = cache_dir / f"{split}.reflections.npz"
         refl.save(rp)
-        sha[rp.name] = _sha256_file(rp)
+        sha[rp.name] = sha256_file(rp)
     manifest["sha256"] = sha
     atomic_write_bytes(cache_dir / "manifest.json", json.dumps(manifest).encode("utf-8"))
 
@@ -135,7 +125,7 @@ def _load_split_cache(cache_dir: Path, key: str, splits) -> dict | None:
                 out[split] = (ids, None, sg)
                 continue
             rp = cache_dir / f"{split}.reflections.npz"
-            if _sha256_file(rp) != m["sha256"][rp.name]:
+            if sha256_file(rp) != m["sha256"][rp.name]:
                 raise ValueError(f"{rp} does not match its sha256 in {mpath}")
             refl = Reflections.load(rp)
             if len(refl) != len(ids):
@@ -197,7 +187,7 @@ def load_labeled(spec: str, sim, *, cache_dir=None, limit: int | None = None, pr
         ids, structs = ids[:limit], structs[:limit]
     key = None
     if cache_dir is not None:
-        blob = {"version": CACHE_VERSION, "source": _source_fingerprint(spec), "limit": limit,
+        blob = {"version": CACHE_VERSION, "source": source_fingerprint(spec), "limit": limit,
                 "simulator": describe_simulator(sim)}
         key = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
         sub = Path(cache_dir) / key[:20]

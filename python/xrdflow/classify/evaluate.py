@@ -81,9 +81,9 @@ def score(probs: dict, sg: np.ndarray, model, ks=(1, 3, 5)) -> dict:
 
 def training_pool(cfg, progress: bool = False) -> tuple[list, list]:
     """(ids, structures) of a run's training sources as read for training (first ``max_structures``)."""
-    from ..train.data import _read_all
+    from ..train.data import read_sources
 
-    ids, structs = _read_all(cfg.data.train, progress)
+    ids, structs = read_sources(cfg.data.train, progress)
     if cfg.data.max_structures is not None:
         ids, structs = ids[:cfg.data.max_structures], structs[:cfg.data.max_structures]
     return ids, structs

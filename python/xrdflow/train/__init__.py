@@ -14,15 +14,20 @@ Modules: :mod:`~xrdflow.train.config` (dataclasses, YAML),
 :mod:`~xrdflow.train.checkpoint` (atomic save, weights_only load),
 :mod:`~xrdflow.train.metrics` (metrics.csv, TensorBoard),
 :mod:`~xrdflow.train.distributed` (torchrun / DDP),
-:mod:`~xrdflow.train.contrastive` (the loop), :mod:`~xrdflow.train.cli`.
+:mod:`~xrdflow.train.loop` (stages shared with the classifier: :class:`StreamTrainer`),
+:mod:`~xrdflow.train.contrastive` (the contrastive trainer), :mod:`~xrdflow.train.cli`.
 """
-from .config import (DataConfig, OptimConfig, RunConfig, TrainConfig, config_from_dict, config_to_dict, load_config,
-                     save_config)
-from .checkpoint import load_model, read_checkpoint, save_checkpoint
+from .config import (DataConfig, OptimConfig, RunConfig, TrainConfig, build_dataclass, config_from_dict, config_to_dict,
+                     load_config, save_config, to_plain)
+from .checkpoint import load_model, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .contrastive import TrainResult, Trainer, train
-from .data import PreparedData, prepare_data
+from .data import PreparedData, prepare_data, read_sources, sha256_file, source_fingerprint
+from .loop import StreamTrainer, progress_enabled
+from .metrics import MetricsLog
 from .schedule import WarmupCosine
 
-__all__ = ["DataConfig", "OptimConfig", "PreparedData", "RunConfig", "TrainConfig", "TrainResult", "Trainer",
-           "WarmupCosine", "config_from_dict", "config_to_dict", "load_config", "load_model", "prepare_data",
-           "read_checkpoint", "save_checkpoint", "save_config", "train"]
+__all__ = ["DataConfig", "MetricsLog", "OptimConfig", "PreparedData", "RunConfig", "StreamTrainer", "TrainConfig",
+           "TrainResult", "Trainer", "WarmupCosine", "build_dataclass", "config_from_dict", "config_to_dict",
+           "load_config", "load_model", "prepare_data", "progress_enabled", "read_checkpoint", "read_sources",
+           "rng_state", "save_checkpoint", "save_config", "set_rng_state", "sha256_file", "source_fingerprint",
+           "to_plain", "train"]

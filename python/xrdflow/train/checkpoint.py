@@ -5,6 +5,8 @@ objects), so :func:`torch.load` reads it with ``weights_only=True``:
 
 =================  ==========================================================
 ``format``         ``"xrdflow-contrastive"``; ``version``: :data:`VERSION`
+                   (the classifier's checkpoints use the same functions with
+                   ``format="xrdflow-classifier"``)
 ``config``         the :class:`~xrdflow.train.TrainConfig` as plain dicts
 ``model``          ``DualTower.state_dict()``
 ``optimizer``      ``AdamW.state_dict()``; ``scheduler``: ``LambdaLR.state_dict()``
@@ -68,16 +70,19 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def save_checkpoint(path, payload: dict) -> None:
-    """``torch.save(payload)`` to ``path`` atomically (temp file in the same folder, fsync, os.replace)."""
-    payload = {"format": FORMAT, "version": VERSION, **payload}
+def save_checkpoint(path, payload: dict, *, format: str = FORMAT, version: int = VERSION) -> None:
+    """``torch.save(payload)`` to ``path`` atomically (temp file in the same folder, fsync, os.replace),
+    with ``format`` and ``version`` entries first (those of ``payload`` win when it has them)."""
+    payload = {"format": format, "version": version, **payload}
     with atomic_output(path, make_parents=True) as tmp:
         with open(tmp, "wb") as fh:
             torch.save(payload, fh)
 
 
-def read_checkpoint(path, map_location="cpu") -> dict:
-    """The checkpoint dict, loaded with ``weights_only=True`` and checked for format and version."""
+def read_checkpoint(path, map_location="cpu", *, format: str = FORMAT, version: int = VERSION,
+                    kind: str = "contrastive", hint: str = "") -> dict:
+    """The checkpoint dict, loaded with ``weights_only=True`` and checked for ``format`` and ``version``
+    (``kind`` and ``hint`` only word the error: "not an xrdflow KIND checkpoint ...; HINT")."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint: {os.fspath(path)!r}")
@@ -85,11 +90,13 @@ def read_checkpoint(path, map_location="cpu") -> dict:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # unpickling errors, truncated zip, ...
         raise ValueError(f"{os.fspath(path)} is not a readable checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{os.fspath(path)} is not an xrdflow contrastive checkpoint (format != {FORMAT!r})")
-    if ckpt.get("version") != VERSION:
-        raise ValueError(f"{os.fspath(path)} has checkpoint version {ckpt.get('version')!r}; this xrdflow reads "
-                         f"version {VERSION}")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != format:
+        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{os.fspath(path)} is not an xrdflow {kind} checkpoint (format {got!r}, expected "
+                         f"{format!r}){'; ' + hint if hint else ''}")
+    if ckpt.get("version") != version:
+        raise ValueError(f"{os.fspath(path)} has {kind} checkpoint version {ckpt.get('version')!r}; this xrdflow "
+                         f"reads version {version}")
     for key in ("config", "model", "step"):
         if key not in ckpt:
             raise ValueError(f"{os.fspath(path)} lacks the {key!r} entry")

@@ -30,7 +30,9 @@ from .._fileio import atomic_write_bytes as _atomic_write_bytes
 from .._fileio import fsync_directory
 
 __all__ = ["DataConfig", "OptimConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
-           "load_config", "save_config", "AMP_MODES", "DEVICES"]
+           "load_config", "save_config", "AMP_MODES", "DEVICES", "build_dataclass", "to_plain", "tuplify",
+           "sections_from_dict", "read_yaml", "write_yaml", "fixed_grid_simulator", "check_augmentation",
+           "augmentation_from_spec"]
 
 AMP_MODES = ("auto", "bf16", "fp16", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -237,23 +239,9 @@ class TrainConfig:
             raise TypeError(f"model must be an xrdflow.models.DualTowerConfig, got {type(self.model).__name__}")
         if not isinstance(self.simulator, dict):
             raise ValueError(f"simulator must be a mapping of xrdflow.Simulator arguments, got {self.simulator!r}")
-        n_model = pattern_length(self.model)
-        n_sim = self.simulator.get("n_points")
-        if n_sim is None:
-            if "step" in self.simulator:
-                raise ValueError("simulator.step is not allowed: the pattern encoder needs a fixed n_points "
-                                 f"({n_model}); give simulator.n_points instead")
-            self.simulator = {**self.simulator, "n_points": n_model}
-        elif n_sim != n_model:
-            raise ValueError(f"simulator.n_points = {n_sim} but the pattern encoder takes {n_model} points "
-                             "(model.pattern); make them equal")
-        if isinstance(self.augmentation, str):
-            if self.augmentation not in AUGMENTATIONS:
-                raise ValueError(f"augmentation must be one of {AUGMENTATIONS} or a dict of xrdflow.Augmentation "
-                                 f"fields, got {self.augmentation!r}")
-        elif not isinstance(self.augmentation, dict):
-            raise ValueError(f"augmentation must be one of {AUGMENTATIONS} or a dict of xrdflow.Augmentation "
-                             f"fields, got {self.augmentation!r}")
+        self.simulator = fixed_grid_simulator(self.simulator, pattern_length(self.model), "the pattern encoder",
+                                              "(model.pattern)")
+        check_augmentation(self.augmentation)
         self.make_augmentation()  # validates the fields now, not at the first batch
 
     @property
@@ -272,19 +260,47 @@ class TrainConfig:
 
     def make_augmentation(self):
         """The :class:`xrdflow.Augmentation` of the training patterns."""
-        import xrdflow as xf
+        return augmentation_from_spec(self.augmentation)
 
-        if self.augmentation == "realistic":
-            return xf.Augmentation.realistic()
-        if self.augmentation == "none":
-            return xf.Augmentation.none()
-        known = {f.name for f in dataclasses.fields(xf.Augmentation)}
-        for key in self.augmentation:
-            if key not in known:
-                raise ValueError(f"unknown key 'augmentation.{key}'; xrdflow.Augmentation fields are: "
-                                 f"{', '.join(sorted(known))}")
-        kwargs = {k: (_tuplify(v) if isinstance(v, list) else v) for k, v in self.augmentation.items()}
-        return xf.Augmentation(**kwargs)
+
+def fixed_grid_simulator(simulator: dict, n_points: int, what: str, where: str = "") -> dict:
+    """``simulator`` with ``n_points`` set to the encoder's input length ``n_points`` (ValueError when it
+    is given and differs, or when a ``step`` is given instead)."""
+    n_sim = simulator.get("n_points")
+    if n_sim is None:
+        if "step" in simulator:
+            raise ValueError(f"simulator.step is not allowed: {what} needs a fixed n_points "
+                             f"({n_points}); give simulator.n_points instead")
+        return {**simulator, "n_points": n_points}
+    if n_sim != n_points:
+        raise ValueError(f"simulator.n_points = {n_sim} but {what} takes {n_points} points"
+                         f"{' ' + where if where else ''}; make them equal")
+    return simulator
+
+
+def check_augmentation(spec) -> None:
+    """ValueError unless ``spec`` is one of :data:`AUGMENTATIONS` or a dict of Augmentation fields
+    (the fields themselves are checked by :func:`augmentation_from_spec`)."""
+    if (isinstance(spec, str) and spec not in AUGMENTATIONS) or not isinstance(spec, (str, dict)):
+        raise ValueError(f"augmentation must be one of {AUGMENTATIONS} or a dict of xrdflow.Augmentation "
+                         f"fields, got {spec!r}")
+
+
+def augmentation_from_spec(spec):
+    """The :class:`xrdflow.Augmentation` of an ``augmentation`` config entry ("realistic", "none" or a dict
+    of its fields; an unknown field is refused naming it)."""
+    import xrdflow as xf
+
+    if spec == "realistic":
+        return xf.Augmentation.realistic()
+    if spec == "none":
+        return xf.Augmentation.none()
+    known = {f.name for f in dataclasses.fields(xf.Augmentation)}
+    for key in spec:
+        if key not in known:
+            raise ValueError(f"unknown key 'augmentation.{key}'; xrdflow.Augmentation fields are: "
+                             f"{', '.join(sorted(known))}")
+    return xf.Augmentation(**{k: (tuplify(v) if isinstance(v, list) else v) for k, v in spec.items()})
 
 
 def pattern_length(model_cfg) -> int:
@@ -320,19 +336,20 @@ def _check_bool(name, value):
         raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
-def _tuplify(value):
-    return tuple(_tuplify(v) if isinstance(v, list) else v for v in value)
+def tuplify(value):
+    """Nested lists -> nested tuples (YAML has no tuples)."""
+    return tuple(tuplify(v) if isinstance(v, list) else v for v in value)
 
 
 # ------------------------------------------------------------------ dict <-> dataclass
-def _plain(obj):
+def to_plain(obj):
     """Dataclasses -> dicts, tuples -> lists, recursively (YAML-safe and weights_only-safe)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [to_plain(v) for v in obj]
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     return obj
@@ -340,7 +357,7 @@ def _plain(obj):
 
 def config_to_dict(cfg: TrainConfig) -> dict:
     """The config as plain dicts/lists/numbers/strings (what save_config writes and checkpoints hold)."""
-    return _plain(cfg)
+    return to_plain(cfg)
 
 
 def _unwrap_optional(hint):
@@ -352,8 +369,10 @@ def _unwrap_optional(hint):
     return hint
 
 
-def _build(cls, data, where: str):
-    """Dataclass ``cls`` from a mapping, refusing unknown keys; nested dataclasses and tuples converted."""
+def build_dataclass(cls, data, where: str = ""):
+    """Dataclass ``cls`` from a mapping (None = all defaults), refusing unknown keys with a ValueError naming
+    them as ``where.key``; nested dataclass fields are built the same way, lists become tuples for tuple
+    fields, and a TypeError/ValueError of the constructor is reported as a ValueError naming ``where``."""
     if isinstance(data, cls):
         return data
     if data is None:
@@ -370,9 +389,9 @@ def _build(cls, data, where: str):
                              f"{', '.join(names)}")
         hint = _unwrap_optional(hints.get(key, Any))
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-            value = _build(hint, value, path)
+            value = build_dataclass(hint, value, path)
         elif (hint is tuple or typing.get_origin(hint) is tuple) and isinstance(value, list):
-            value = _tuplify(value)
+            value = tuplify(value)
         kwargs[key] = value
     try:
         return cls(**kwargs)
@@ -380,37 +399,41 @@ def _build(cls, data, where: str):
         raise ValueError(f"{where or 'config'}: {err}") from None
 
 
-def config_from_dict(data: dict) -> TrainConfig:
-    """A :class:`TrainConfig` from plain values (as read from YAML or a checkpoint); unknown keys refused."""
+def sections_from_dict(cls, data, sections: dict, default_simulator) -> Any:
+    """Top-level config dataclass ``cls`` from plain values: each key a field of ``cls`` (unknown ones refused),
+    ``sections`` maps field names to the dataclass they are built as (:func:`build_dataclass`),
+    ``simulator`` is merged over ``default_simulator()``, anything else is passed as it is."""
     if data is None:
         data = {}
+    known = [f.name for f in dataclasses.fields(cls)]
     if not isinstance(data, dict):
-        raise ValueError(f"the config must be a mapping with sections model, data, simulator, augmentation, optim, "
-                         f"run; got {type(data).__name__}")
-    data = dict(data)
-    known = [f.name for f in dataclasses.fields(TrainConfig)]
+        raise ValueError(f"the config must be a mapping with sections {', '.join(known)}; got {type(data).__name__}")
     for key in data:
         if key not in known:
             raise ValueError(f"unknown key '{key}' in the config; known sections: {', '.join(known)}")
-    model = _build(_model_config_type(), data.pop("model", None), "model")
-    kwargs = {"model": model}
-    for name, cls in (("data", DataConfig), ("optim", OptimConfig), ("run", RunConfig)):
-        if name in data:
-            kwargs[name] = _build(cls, data.pop(name), name)
-    if "simulator" in data:
-        sim = data.pop("simulator")
-        if sim is None:
-            sim = {}
-        if not isinstance(sim, dict):
-            raise ValueError(f"simulator must be a mapping of xrdflow.Simulator arguments, got {sim!r}")
-        kwargs["simulator"] = {**_default_simulator(), **sim}
-    if "augmentation" in data:
-        kwargs["augmentation"] = data.pop("augmentation")
-    return TrainConfig(**kwargs)
+    kwargs = {}
+    for name, value in data.items():
+        if name in sections:
+            value = build_dataclass(sections[name], value, name)
+        elif name == "simulator":
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise ValueError(f"simulator must be a mapping of xrdflow.Simulator arguments, got {value!r}")
+            value = {**default_simulator(), **value}
+        kwargs[name] = value
+    return cls(**kwargs)
 
 
-def load_config(path) -> TrainConfig:
-    """Read a YAML config (``yaml.safe_load``); missing sections/keys take the defaults."""
+def config_from_dict(data: dict) -> TrainConfig:
+    """A :class:`TrainConfig` from plain values (as read from YAML or a checkpoint); unknown keys refused."""
+    return sections_from_dict(TrainConfig, data, {"model": _model_config_type(), "data": DataConfig,
+                                                  "optim": OptimConfig, "run": RunConfig}, _default_simulator)
+
+
+def read_yaml(path, from_dict):
+    """``from_dict(yaml.safe_load(path))``; a missing file is a FileNotFoundError, bad YAML or a bad config a
+    ValueError starting with the path."""
     import yaml
 
     path = Path(path)
@@ -422,9 +445,14 @@ def load_config(path) -> TrainConfig:
         except yaml.YAMLError as err:
             raise ValueError(f"{os.fspath(path)} is not valid YAML: {err}") from None
     try:
-        return config_from_dict(data)
+        return from_dict(data)
     except ValueError as err:
         raise ValueError(f"{os.fspath(path)}: {err}") from None
+
+
+def load_config(path) -> TrainConfig:
+    """Read a YAML config (``yaml.safe_load``); missing sections/keys take the defaults."""
+    return read_yaml(path, config_from_dict)
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
@@ -436,9 +464,18 @@ def atomic_write_bytes(path, data: bytes) -> None:
 fsync_dir = fsync_directory  # the old name, still imported by others
 
 
-def save_config(cfg: TrainConfig, path) -> None:
-    """Write the config as YAML (``yaml.safe_dump``), atomically."""
+def write_yaml(cfg, path) -> None:
+    """Write a config dataclass as YAML (``yaml.safe_dump`` of :func:`to_plain`), atomically."""
     import yaml
 
-    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+    text = yaml.safe_dump(to_plain(cfg), sort_keys=False, default_flow_style=None)
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_config(cfg: TrainConfig, path) -> None:
+    """Write the config as YAML (``yaml.safe_dump``), atomically."""
+    write_yaml(cfg, path)
+
+
+# the old private names (kept for code outside the package that imported them)
+_build, _plain, _tuplify = build_dataclass, to_plain, tuplify

@@ -40,22 +40,15 @@ import numpy as np
 
 from .config import TrainConfig, atomic_write_bytes, config_to_dict
 
-__all__ = ["PreparedData", "prepare_data", "read_source", "graph_settings", "CACHE_VERSION"]
+__all__ = ["PreparedData", "prepare_data", "read_source", "read_sources", "source_fingerprint",
+           "sources_fingerprint", "sha256_file", "graph_settings", "CACHE_VERSION"]
 
 CACHE_VERSION = 2  # 2: graphs carry the lattice descriptor (lattice_k in the key)
 BUNDLED_PREFIX = "bundled:"
 
 
-@dataclass
-class PreparedData:
-    train_ids: list
-    train_reflections: object      # xrdflow.Reflections
-    train_graphs: list             # CrystalGraph per structure, same order
-    val_ids: list
-    val_reflections: object | None
-    val_graphs: list
-    report: dict = field(default_factory=dict)
-    from_cache: bool = False
+class SplitSizes:
+    """``n_train`` / ``n_val`` of a prepared-data dataclass with ``train_ids`` and ``val_ids``."""
 
     @property
     def n_train(self) -> int:
@@ -64,6 +57,18 @@ class PreparedData:
     @property
     def n_val(self) -> int:
         return len(self.val_ids)
+
+
+@dataclass
+class PreparedData(SplitSizes):
+    train_ids: list
+    train_reflections: object      # xrdflow.Reflections
+    train_graphs: list             # CrystalGraph per structure, same order
+    val_ids: list
+    val_reflections: object | None
+    val_graphs: list
+    report: dict = field(default_factory=dict)
+    from_cache: bool = False
 
 
 # ------------------------------------------------------------------ sources
@@ -94,7 +99,8 @@ def read_source(spec: str, *, progress: bool = False) -> tuple[list, list]:
     return list(res.ids), list(res.structures)
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -102,27 +108,33 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _source_fingerprint(spec: str) -> str:
+def source_fingerprint(spec: str) -> str:
     """Changes when the source's content changes (files hashed; CIF folders by name, size and mtime)."""
     from ..data import bundled_path
     from ..data.shards import is_dataset
 
     if spec.startswith(BUNDLED_PREFIX):
-        return f"{spec}:{_sha256_file(bundled_path())}:{_sha256_file(bundled_path().parent / 'splits.json')}"
+        return f"{spec}:{sha256_file(bundled_path())}:{sha256_file(bundled_path().parent / 'splits.json')}"
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"data source {spec!r} does not exist (relative paths are taken from the current "
                                 f"directory {os.getcwd()!r})")
     if path.is_file():
-        return f"file:{_sha256_file(path)}"
+        return f"file:{sha256_file(path)}"
     if is_dataset(path):
-        return f"dataset:{_sha256_file(path / 'manifest.json')}"
+        return f"dataset:{sha256_file(path / 'manifest.json')}"
     h = hashlib.sha256()
     for p in sorted(path.rglob("*")):
         if p.is_file():
             st = p.stat()
             h.update(f"{p.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return f"folder:{h.hexdigest()}"
+
+
+def sources_fingerprint(data_cfg) -> dict:
+    """``{spec: source_fingerprint(spec)}`` of every source a :class:`DataConfig` reads (train, val, leakage)."""
+    return {spec: source_fingerprint(spec)
+            for spec in dict.fromkeys(data_cfg.train + data_cfg.val + data_cfg.leakage_against)}
 
 
 def graph_settings(cfg: TrainConfig) -> dict:
@@ -142,15 +154,15 @@ def cache_key(cfg: TrainConfig) -> str:
 
     data = config_to_dict(cfg.data)
     data.pop("cache", None)
-    sources = {spec: _source_fingerprint(spec)
-               for spec in dict.fromkeys(cfg.data.train + cfg.data.val + cfg.data.leakage_against)}
-    blob = {"version": CACHE_VERSION, "data": data, "seed": cfg.run.seed, "sources": sources,
+    blob = {"version": CACHE_VERSION, "data": data, "seed": cfg.run.seed,
+            "sources": sources_fingerprint(cfg.data),
             "simulator": describe_simulator(cfg.make_simulator()), "graphs": graph_settings(cfg)}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
 # ------------------------------------------------------------------ cleaning
-def _read_all(specs, progress):
+def read_sources(specs, progress: bool = False) -> tuple[list, list]:
+    """``(ids, structures)`` of several sources joined in order (:func:`read_source` each)."""
     ids, structs = [], []
     for spec in specs:
         i, s = read_source(spec, progress=progress)
@@ -181,7 +193,7 @@ def clean_structures(cfg: TrainConfig, *, progress: bool = False, log=print):
 
     d = cfg.data
     report = {}
-    ids, structs = _read_all(d.train, progress)
+    ids, structs = read_sources(d.train, progress)
     report["train_read"] = len(ids)
     if d.max_structures is not None:
         ids, structs = ids[:d.max_structures], structs[:d.max_structures]
@@ -191,7 +203,7 @@ def clean_structures(cfg: TrainConfig, *, progress: bool = False, log=print):
         ids, structs = [ids[k] for k in rep.kept], [structs[k] for k in rep.kept]
         log(f"dedup: {rep.n_duplicates} duplicates removed from the training pool, {len(ids)} left")
     tests = [(spec, *read_source(spec, progress=progress)) for spec in d.leakage_against]
-    val_ids, val_structs = _read_all(d.val, progress)
+    val_ids, val_structs = read_sources(d.val, progress)
     report["val_read"] = len(val_ids)
     if d.remove_overlaps:
         for spec, t_ids, t_structs in tests:
@@ -255,7 +267,7 @@ def _load_cache(cache_dir: Path, key: str, settings: dict) -> PreparedData | Non
                 continue
             files = {kind: cache_dir / f"{split}.{kind}.npz" for kind in ("reflections", "graphs")}
             for p in files.values():
-                if _sha256_file(p) != m["sha256"][p.name]:
+                if sha256_file(p) != m["sha256"][p.name]:
                     raise ValueError(f"{p} does not match its sha256 in {manifest}")
             refl = Reflections.load(files["reflections"])
             graphs = load_graphs(files["graphs"])
@@ -286,7 +298,7 @@ def _save_cache(cache_dir: Path, key: str, data: PreparedData) -> None:
         rp, gp = cache_dir / f"{split}.reflections.npz", cache_dir / f"{split}.graphs.npz"
         refl.save(rp)
         save_graphs(gp, graphs)
-        sha[rp.name], sha[gp.name] = _sha256_file(rp), _sha256_file(gp)
+        sha[rp.name], sha[gp.name] = sha256_file(rp), sha256_file(gp)
     manifest = {"version": CACHE_VERSION, "key": key, "sha256": sha, "train_ids": data.train_ids,
                 "val_ids": data.val_ids, "report": data.report}
     atomic_write_bytes(cache_dir / "manifest.json", json.dumps(manifest).encode("utf-8"))
@@ -334,3 +346,7 @@ def prepare_data(cfg: TrainConfig, out_dir=None, *, progress: bool = False, log=
     if cache_dir is not None:
         _save_cache(cache_dir, key, data)
     return data
+
+
+# the old private names
+_sha256_file, _source_fingerprint, _read_all = sha256_file, source_fingerprint, read_sources

@@ -1,6 +1,7 @@
 """Metrics of a run: ``metrics.csv`` (always) and TensorBoard events (when installed).
 
-``metrics.csv`` has a fixed header (:data:`COLUMNS`); every row is appended
+``metrics.csv`` has a fixed header (:data:`COLUMNS` for the contrastive
+trainer; the classifier passes its own ``columns``); every row is appended
 with one ``os.write`` on a file opened with ``O_APPEND`` and fsync'ed, so a
 row is either fully there or not at all after a crash (rows are far below
 the size the kernel appends atomically).  Empty cells mean "not measured at
@@ -36,9 +37,16 @@ def _cell(value) -> str:
 
 
 class MetricsLog:
-    """Append-only CSV metrics (+ optional TensorBoard) for rank 0 of a run."""
+    """Append-only CSV metrics (+ optional TensorBoard) for rank 0 of a run.
 
-    def __init__(self, out_dir, *, tensorboard: bool = True, enabled: bool = True):
+    columns: the header; the first must be ``step`` (what :meth:`truncate_after` reads).
+    """
+
+    def __init__(self, out_dir, *, columns=COLUMNS, tensorboard: bool = True, enabled: bool = True):
+        columns = tuple(columns)
+        if not columns or columns[0] != "step" or len(set(columns)) != len(columns):
+            raise ValueError(f"metrics columns must be distinct names starting with 'step', got {list(columns)}")
+        self.columns = columns
         self.path = Path(out_dir) / "metrics.csv"
         self.enabled = enabled
         self._tb = None
@@ -49,13 +57,13 @@ class MetricsLog:
         if self.path.exists():
             with open(self.path, newline="", encoding="utf-8") as fh:
                 header = next(csv.reader(fh), None)
-            if header is not None and tuple(header) != COLUMNS:
-                raise ValueError(f"{self.path} has columns {header}, expected {list(COLUMNS)}; "
+            if header is not None and tuple(header) != columns:
+                raise ValueError(f"{self.path} has columns {header}, expected {list(columns)}; "
                                  "move it away or use another run.out_dir")
             if header is None:
-                atomic_write_bytes(self.path, self._line(COLUMNS))
+                atomic_write_bytes(self.path, self._line(columns))
         else:
-            atomic_write_bytes(self.path, self._line(COLUMNS))
+            atomic_write_bytes(self.path, self._line(columns))
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -71,13 +79,13 @@ class MetricsLog:
         return buf.getvalue().encode("utf-8")
 
     def log(self, **values) -> None:
-        """Append one row; keys must be names of :data:`COLUMNS`."""
+        """Append one row; keys must be names of ``self.columns``."""
         if not self.enabled:
             return
-        unknown = set(values) - set(COLUMNS)
+        unknown = set(values) - set(self.columns)
         if unknown:
-            raise ValueError(f"unknown metrics {sorted(unknown)}; columns are {list(COLUMNS)}")
-        data = self._line([_cell(values.get(c)) for c in COLUMNS])
+            raise ValueError(f"unknown metrics {sorted(unknown)}; columns are {list(self.columns)}")
+        data = self._line([_cell(values.get(c)) for c in self.columns])
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, data)
