@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from xrdflow.classify import (ClassifierConfig, ClassifierModelConfig, SpaceGrou
                               load_config, pattern_on_grid, read_checkpoint, save_config, train)
 from xrdflow.cli import main  # noqa: E402
 from xrdflow.data import labels as L  # noqa: E402
+from conftest import prepared_data_cache, run_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "classifier_tiny.yaml"
@@ -52,22 +52,12 @@ def one_torch_thread():
 def data_cache(tmp_path_factory):
     from xrdflow.classify.data import prepare_data
 
-    out = tmp_path_factory.mktemp("classify_data")
-    prepare_data(tiny_config(out), out, log=lambda m: None)
-    return out / "cache"
-
-
-def run_dir(tmp_path, data_cache, name="run") -> Path:
-    out = tmp_path / name
-    shutil.copytree(data_cache, out / "cache")
-    return out
+    return prepared_data_cache(tmp_path_factory, prepare_data, tiny_config, "classify_data")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_cache):
-    out = tmp_path_factory.mktemp("classify_run") / "run"
-    shutil.copytree(data_cache, out / "cache")
-    result = train(tiny_config(out), log=lambda m: None)
+    result = train(tiny_config(run_dir(tmp_path_factory.mktemp("classify_run"), data_cache)), log=lambda m: None)
     return Path(result.last_checkpoint)
 
 
@@ -193,6 +183,33 @@ def test_classify_cli_shows_indistinguishable_sets(tmp_path, trained, capsys):
     assert abs(sum(s_["p"] for s_ in res["space_group_sets"]) - 1) < 1e-4
     for s_ in res["space_group_sets"][:5]:
         assert abs(s_["p"] - sum(m[2] for m in s_["members"])) < 1e-5
+
+
+def test_shipped_classifier_is_the_default(tmp_path, capsys):
+    import hashlib
+    import json
+
+    from xrdflow import pretrained
+    from xrdflow.data import bundled_dataset
+
+    path = pretrained.path("classifier")
+    meta = pretrained.provenance("classifier")
+    ck = read_checkpoint("pretrained:classifier")
+    assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert meta["command"] == "xrdflow classifier train --config configs/classifier_real.yaml"
+    assert meta["step"] == ck["step"] == 3000 and meta["last_val"] == ck["last_val"]
+    assert meta["config"] == ck["config"] and ck["config"]["data"] == config_to_dict(load_config(
+        ROOT / "configs" / "classifier_real.yaml"))["data"]
+    # `xrdflow classify` without --checkpoint uses it: same answer as the API on the shipped file
+    s = bundled_dataset("test", limit=1).structures[0]
+    _write_pattern(tmp_path / "p.xy", s, "CuKa", (5, 90))
+    assert main(["classify", str(tmp_path / "p.xy"), "--wavelength", "CuKa", "-k", "3", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    model, cfg = load_classifier(path)
+    y, _ = pattern_on_grid(xf.io.read_pattern(tmp_path / "p.xy", wavelength="CuKa"), cfg.make_simulator())
+    want = classify_patterns(model, y, k=3)[0]
+    assert [c[0] for c in got["crystal_system"]] == [c[0] for c in want["crystal_system"]]
+    assert [c[1] for c in got["crystal_system"]] == pytest.approx([c[1] for c in want["crystal_system"]])
 
 
 def test_wavelength_conversion_through_d_spacing(tmp_path):

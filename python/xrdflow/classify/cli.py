@@ -1,7 +1,8 @@
 """Command line of the classifier.
 
-``xrdflow classify PATTERN --checkpoint CKPT [-k 5] [--wavelength W] [--json]``
-    top-k crystal systems, extinction groups and space groups (sets of indistinguishable groups)
+``xrdflow classify PATTERN [--checkpoint CKPT] [-k 5] [--wavelength W] [--json]``
+    top-k crystal systems, extinction groups and space groups (sets of indistinguishable groups);
+    CKPT defaults to ``pretrained:classifier``, the model shipped in :mod:`xrdflow.pretrained`
 ``xrdflow classifier train --config CFG.yaml [--resume] [--max-steps N] [--out-dir DIR]``
 ``xrdflow classifier evaluate --checkpoint CKPT --test SRC [SRC ...] [--json OUT] [--figures DIR]``
 """
@@ -22,7 +23,7 @@ def _cmd_classify(args) -> int:
     from .train import load_classifier
 
     try:
-        model, cfg = load_classifier(args.checkpoint)
+        model, cfg = load_classifier(args.checkpoint)   # pretrained:NAME resolved by xrdflow.pretrained
     except FileNotFoundError as err:
         raise UserError(str(err)) from None
     pattern = read_pattern(args.pattern, format=args.format)
@@ -103,10 +104,13 @@ def add_classify_parsers(sub) -> None:
                     "the wavelengths differ) and print the top-k crystal systems, extinction groups and space\n"
                     "groups with probabilities. Space groups sharing an extinction group have the same line\n"
                     "positions and are shown as one set.",
-        epilog="example:\n  xrdflow classify scan.xy --checkpoint checkpoints/classifier_small.pt -k 5",
+        epilog="examples:\n  xrdflow classify scan.xy -k 5                  # the shipped model (pretrained:classifier)\n"
+               "  xrdflow classify scan.xy --checkpoint runs/classifier_small/last.pt",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pattern", metavar="PATTERN", help="measured pattern (.xy/.xye/.csv/.txt, pdCIF, XRDML, GSAS)")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="classifier checkpoint (xrdflow classifier train)")
+    p.add_argument("--checkpoint", default="pretrained:classifier", metavar="CKPT",
+                   help="classifier checkpoint (xrdflow classifier train) or pretrained:NAME (default "
+                        "pretrained:classifier, the shipped model trained on MP-20 structures)")
     p.add_argument("-k", type=_positive_int, default=5, metavar="K", help="show the K best of each head (default 5)")
     p.add_argument("--wavelength", metavar="W",
                    help="wavelength of the pattern (angstrom or a tube name such as CuKa) when the file does not say "
@@ -143,7 +147,7 @@ def add_classify_parsers(sub) -> None:
                                        "classifier's grid, after removing test structures that duplicate a "
                                        "training structure, and report top-1/3/5 of every head, space group "
                                        "mapped to extinction group, and per-crystal-system results.")
-    e.add_argument("--checkpoint", required=True, metavar="CKPT")
+    e.add_argument("--checkpoint", required=True, metavar="CKPT", help="classifier checkpoint or pretrained:NAME")
     e.add_argument("--test", required=True, nargs="+", metavar="SRC",
                    help="CSV(.gz) with a cif column, CIF folder, extxyz, data set directory or bundled:SPLIT")
     e.add_argument("--patterns", choices=("realistic", "none"), default="realistic",

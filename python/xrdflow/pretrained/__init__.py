@@ -7,14 +7,17 @@
     path = pretrained.path("contrastive")   # FileNotFoundError saying how to make it when it is not shipped
     pretrained.provenance("contrastive")    # contents of NAME.json (config, command, data, metrics) or None
 
-A shipped model is a checkpoint written by ``xrdflow train`` (read with
-``torch.load(weights_only=True)`` through :func:`xrdflow.train.load_model`),
-with a ``NAME.json`` beside it saying how it was made.  scikit-build-core puts
+A shipped model is a checkpoint written by ``xrdflow train`` (``contrastive``, read
+with ``torch.load(weights_only=True)`` through :func:`xrdflow.train.load_model`) or
+by ``xrdflow classifier train`` (``classifier``, read through
+:func:`xrdflow.classify.load_classifier`), with a ``NAME.json`` beside it saying how
+it was made.  scikit-build-core puts
 every file under ``python/xrdflow`` into the wheel (``wheel.packages`` in
 pyproject.toml), so a ``.pt`` dropped here ships with the next build.
 
 On the command line, ``--checkpoint pretrained:NAME`` stands for
-``path(NAME)`` (``xrdflow evaluate``, ``xrdflow search``, ``xrdflow demo``).
+``path(NAME)`` (``xrdflow evaluate``, ``xrdflow search``, ``xrdflow demo``;
+``xrdflow classify`` and ``xrdflow classifier evaluate`` with ``pretrained:classifier``).
 """
 from __future__ import annotations
 
@@ -38,6 +41,10 @@ _HOW_TO_MAKE = {
                     "root) and copy runs/contrastive_small/best.pt to {target}, with contrastive.json beside it "
                     "(config, command, data, metrics). Without it, `xrdflow demo --from-scratch` trains a small "
                     "model on the bundled data"),
+    "classifier": ("train it with `xrdflow classifier train --config configs/classifier_real.yaml` (from the "
+                   "repository root; it needs ../shared/data/structures/mp20_biternary_val.csv.gz) and copy "
+                   "runs/classifier_real/last.pt to {target}, with classifier.json beside it (config, command, "
+                   "step, metrics)"),
 }
 
 
