@@ -16,6 +16,13 @@ highest-scoring column, the lowest column index among equal scores
 
 Everything works on blocks of query rows, so a 7,118 x 7,118 evaluation never
 needs the whole matrix at once (:class:`RankAccumulator`).
+
+**Hybrid retrieval** fuses several rankers by reciprocal rank fusion (Cormack,
+Clarke & Buettcher, SIGIR 2009): score(q, g) = sum_r 1 / (k + rank_r(q, g)),
+k = 60 as in the paper, nothing tuned.  ``rank_r(q, g)`` is every gallery
+entry's rank under ranker r with the same tie rule as above (entries tied under
+r all get the worst rank of their group, :func:`ranks_of_all`); ties of the
+fused score again count against the query.
 """
 from __future__ import annotations
 
@@ -60,6 +67,52 @@ def ranks_from_scores(scores, true_index) -> np.ndarray:
     correct = s[np.arange(len(t)), t][:, None]
     # >= counts the correct column itself once: that is the "+1".
     return np.count_nonzero(s >= correct, axis=1).astype(np.int64)
+
+
+#: k of reciprocal rank fusion (Cormack, Clarke & Buettcher, SIGIR 2009; their fixed value, not tuned here).
+RRF_K = 60
+
+
+def ranks_of_all(scores) -> np.ndarray:
+    """(b, n) int32 rank (1 = best) of *every* column in each row, ties counted pessimistically:
+    ``rank_ij = #{l : s_il >= s_ij}`` (tied columns share the worst rank of their group), so the
+    rank of the correct column equals :func:`ranks_from_scores`.  One stable argsort per row."""
+    s = _as_scores(scores)
+    b, n = s.shape
+    order = np.argsort(s, axis=1, kind="stable")                  # ascending
+    srt = np.take_along_axis(s, order, axis=1)
+    new = np.ones((b, n), dtype=bool)
+    new[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    # First sorted position of each tie group: entries from there on score >= this one.
+    first = np.maximum.accumulate(np.where(new, np.arange(n), 0), axis=1)
+    out = np.empty((b, n), dtype=np.int32)
+    np.put_along_axis(out, order, (n - first).astype(np.int32), axis=1)
+    return out
+
+
+def reciprocal_rank_fusion(rank_blocks: Sequence, k: float = RRF_K) -> np.ndarray:
+    """(b, n) float64 ``sum_r 1 / (k + rank_r)`` of same-shaped rank arrays (1 = best), in the
+    given order (Cormack, Clarke & Buettcher, SIGIR 2009)."""
+    if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)) or not k >= 0:
+        raise ValueError(f"the fusion constant k must be a number >= 0 (the paper's 60), got {k!r}")
+    blocks = [np.asarray(r) for r in rank_blocks]
+    if not blocks:
+        raise ValueError("reciprocal rank fusion needs at least one ranking")
+    shape = blocks[0].shape
+    for r in blocks:
+        if r.shape != shape or r.ndim != 2:
+            raise ValueError(f"rankings to fuse must be 2-D and of one shape, got {[b.shape for b in blocks]}")
+        if r.dtype.kind not in "iu" or (r.size and r.min() < 1):
+            raise ValueError("ranks must be integers >= 1 (1 = best); use ranks_of_all(scores)")
+    fused = np.zeros(shape, dtype=np.float64)
+    for r in blocks:
+        fused += 1.0 / (float(k) + r)
+    return fused
+
+
+def fused_scores(score_blocks: Sequence, k: float = RRF_K) -> np.ndarray:
+    """Reciprocal rank fusion of score blocks (each (b, n), higher = better) via :func:`ranks_of_all`."""
+    return reciprocal_rank_fusion([ranks_of_all(s) for s in score_blocks], k)
 
 
 def topk_from_ranks(ranks, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
