@@ -5,7 +5,7 @@
     xrdflow evaluate --checkpoint CKPT --gallery DATA [--queries clean|realistic] [--seed 0]
                      [--json OUT] [--out-dir DIR] [--train DATA] [--no-baselines] [--cache-dir DIR]
     xrdflow search PATTERN --checkpoint CKPT --gallery DATA [-k 10] [--wavelength CuKa|1.5406]
-                   [--index dense|faiss] [--cache-dir DIR]
+                   [--index dense|faiss] [--rerank peak_fom] [--cache-dir DIR]
 
 User errors exit with status 2 and one ``xrdflow: error: ...`` line (see :mod:`xrdflow.cli`).
 """
@@ -72,6 +72,8 @@ def _cmd_evaluate(args) -> int:
     print(f"{res['n_gallery']} structures, {res['queries']} queries (seed {res['seed']}); "
           f"embeddings {'from cache' if res['embedding_cache']['reused'] else 'computed'}")
     rows = [("model", res)] + list(res["baselines"].items())
+    if "hybrid" in res:
+        rows.append(("hybrid (RRF)", res["hybrid"]))
     print(f"{'method':<16}{'top-1 %':>9}{'top-3 %':>9}{'top-5 %':>9}{'top-10 %':>10}")
     for name, m in rows:
         print(f"{name:<16}{_pct(m['top1']):>9}{_pct(m['top3']):>9}{_pct(m['top5']):>9}{_pct(m['top10']):>10}")
@@ -80,6 +82,8 @@ def _cmd_evaluate(args) -> int:
     sgb = res["space_group_top1"]
     print(f"space group of the top-1 structure, by frequency in {sgb['frequency_source']}: " +
           ", ".join(f"{k}: {_pct(v['accuracy']).strip()} % (n={v['n_queries']})" for k, v in sgb["bins"].items()))
+    if "hybrid" in res:
+        print(f"hybrid: {res['hybrid']['method']} (nothing tuned)")
     for name, path in res["figures"].items():
         if isinstance(path, str):
             print(f"wrote {path}")
@@ -97,7 +101,8 @@ def _cmd_search(args) -> int:
         raise UserError(f"no such pattern file: {args.pattern!r}")
     try:
         res = search_gallery(args.pattern, args.checkpoint, args.gallery, k=args.k, wavelength=args.wavelength,
-                             index=args.index, cache_dir=args.cache_dir, device=args.device, progress=_progress())
+                             index=args.index, cache_dir=args.cache_dir, device=args.device, progress=_progress(),
+                             rerank=args.rerank)
     except ImportError as err:
         raise UserError(str(err)) from None
     info = res["grid_info"]
@@ -105,7 +110,15 @@ def _cmd_search(args) -> int:
             if info["converted"] else "")
     print(f"{args.pattern}: {conv}covers {100 * info['coverage']:.0f} % of the model's grid; "
           f"gallery {len(res['gallery'])} structures ({'cached' if res['embedding_cache']['reused'] else 'embedded'})")
-    print(format_table(res["gallery"], res["scores"], res["indices"]))
+    if args.rerank is None:
+        print(format_table(res["gallery"], res["scores"], res["indices"]))
+        return 0
+    rr = res["rerank"]
+    print(f"ranked by {rr['method']}; {rr['query_peaks']} peaks picked in the pattern; gallery reflections "
+          f"{'cached' if rr['reflection_cache']['reused'] else 'computed'}")
+    print(format_table(res["gallery"], res["scores"], res["indices"], score_name="fused",
+                       extra={"similarity": rr["model_scores"], "model rank": rr["model_ranks"],
+                              "peak FOM": rr["peak_fom_scores"], "FOM rank": rr["peak_fom_ranks"]}))
     return 0
 
 
@@ -152,6 +165,9 @@ def add_evaluate_parsers(sub) -> None:
                     help="the pattern's radiation when the file does not say it (CuKa, MoKa, or angstrom)")
     se.add_argument("--index", choices=("dense", "faiss"), default="dense",
                     help="dense matrix in blocks (default) or a faiss IndexFlatIP (pip install 'xrdflow[index]')")
-    se.add_argument("--cache-dir", metavar="DIR", help="gallery embedding cache directory")
+    se.add_argument("--rerank", choices=("peak_fom",), default=None,
+                    help="fuse the model's ranking with the peak figure of merit's by reciprocal rank fusion "
+                         "(k=60); the gallery's reflections are cached next to the embeddings")
+    se.add_argument("--cache-dir", metavar="DIR", help="gallery embedding (and reflection) cache directory")
     se.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     se.set_defaults(func=_cmd_search)

@@ -13,6 +13,14 @@ sets use) and crystal system.
 written atomically and read with ``np.load(allow_pickle=False)``; on load the
 stored hashes, ids, shape, dtype and finiteness are checked, and a file that
 fails any check is recomputed (never trusted).
+
+:func:`gallery_reflections` does the same for the gallery's reflections
+(what :class:`~xrdflow.evaluate.baselines.PeakFOM` needs, e.g. for
+``xrdflow search --rerank peak_fom``): a :class:`~xrdflow.Reflections`
+``.npz`` in the same folder, named by a hash of the simulator's reflection
+options (d_min, probe, ...) and the xrdflow version, and by the gallery's
+content hash; loaded with :meth:`~xrdflow.Reflections.load` (validated), its
+length and d_min checked.
 """
 from __future__ import annotations
 
@@ -271,3 +279,55 @@ def gallery_embeddings(model, gallery: Gallery, checkpoint_path, *, cache_dir=No
     if use_cache:
         _write_cache(path, ck, gh, gallery.ids, emb)
     return CachedEmbeddings(emb, path if use_cache else None, False, reason)
+
+
+# ------------------------------------------------------------------ reflections cache
+def reflections_cache_path(cache_dir, sim, gallery_sha256: str) -> Path:
+    """``refl_<options>_<gallery>.npz``: options = sha256 of the simulator's reflection options and version."""
+    import json
+
+    from .. import __version__
+
+    opts = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in sim._reflection_options().items()}
+    key = hashlib.sha256(json.dumps({"xrdflow": __version__, "cache": CACHE_VERSION, **opts},
+                                    sort_keys=True).encode()).hexdigest()
+    return Path(cache_dir) / f"refl_{key[:16]}_{gallery_sha256[:16]}.npz"
+
+
+@dataclass
+class CachedReflections:
+    reflections: object       # xrdflow.Reflections, one entry per gallery structure
+    path: "Path | None"
+    reused: bool
+    reason: str               # why it was (re)computed, or "ok"
+
+
+def gallery_reflections(sim, gallery: Gallery, *, cache_dir=None, use_cache: bool = True) -> CachedReflections:
+    """The gallery's reflections under ``sim``, from the cache when it matches, else computed and cached."""
+    from ..reflections import Reflections
+
+    if len(gallery) == 0:
+        raise ValueError("the gallery is empty: no reflections to compute")
+    path = reflections_cache_path(cache_dir if cache_dir is not None else default_cache_dir(), sim,
+                                  gallery.content_hash())
+    reason = "cache disabled"
+    if use_cache:
+        if not path.is_file():
+            reason = "no cache file"
+        else:
+            try:
+                refl = Reflections.load(path)
+            except (ValueError, OSError) as err:
+                reason = f"unreadable ({type(err).__name__}: {err})"
+            else:
+                if len(refl) != len(gallery):
+                    reason = f"{len(refl)} structures, the gallery has {len(gallery)}"
+                elif not np.isclose(float(refl.d_min), float(sim.d_min), rtol=1e-12, atol=0):
+                    reason = f"d_min {float(refl.d_min):g} != {float(sim.d_min):g}"
+                else:
+                    return CachedReflections(refl, path, True, "ok")
+    refl = sim.reflections(gallery.structures)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        refl.save(path)
+    return CachedReflections(refl, path if use_cache else None, False, reason)
