@@ -17,8 +17,9 @@ import xrdflow as xf
 from xrdflow import examples
 from xrdflow.data import bundled_path, bundled_splits
 from xrdflow.evaluate import (FREQUENCY_BINS, EmbeddingIndex, PatternCosine, PeakFOM, Gallery, convert_two_theta,
-                              gallery_embeddings, gallery_from_structures, load_gallery, pattern_on_grid, per_group,
-                              ranks_from_scores, retrieval_summary, space_group_top1, top_indices, topk_from_ranks)
+                              fused_scores, gallery_embeddings, gallery_from_structures, load_gallery, pattern_on_grid,
+                              per_group, ranks_from_scores, ranks_of_all, reciprocal_rank_fusion, retrieval_summary,
+                              space_group_top1, top_indices, topk_from_ranks)
 from xrdflow.evaluate.retrieval import RankAccumulator, frequency_bin
 
 SIM_KW = {"radiation": "CuKa", "two_theta": [10.0, 80.0], "n_points": 1024, "crystallite_size_nm": 15.0}
@@ -86,6 +87,45 @@ def test_ranks_on_hand_made_matrix_with_ties_counted_against_the_query():
     acc.add(s[2:], [2, 3])
     assert acc.ranks.tolist() == [1, 2, 3, 4] and acc.top1.tolist() == [0, 0, 1, 0]
     assert acc.best.tolist() == [[0, 2], [0, 1], [1, 3], [0, 1]]
+
+
+def test_reciprocal_rank_fusion_on_a_hand_made_3x3_example():
+    from xrdflow.evaluate.evaluation import _rankings
+
+    model = np.array([[0.9, 0.5, 0.1],
+                      [0.2, 0.2, 0.8],      # columns 0 and 1 tie: both get the worse rank, 3
+                      [0.3, 0.6, 0.6]])
+    fom = np.array([[0.1, 0.7, 0.0],
+                    [0.0, 0.9, 0.9],
+                    [0.5, 0.4, 0.0]])
+    rm, rf = ranks_of_all(model), ranks_of_all(fom)
+    assert rm.tolist() == [[1, 2, 3], [3, 3, 1], [3, 2, 2]] and rm.dtype == np.int32
+    assert rf.tolist() == [[2, 1, 3], [3, 2, 2], [1, 2, 3]]
+    fused = reciprocal_rank_fusion([rm, rf])               # k = 60 (Cormack et al. 2009)
+    expected = [[1 / 61 + 1 / 62, 1 / 62 + 1 / 61, 2 / 63],
+                [2 / 63, 1 / 63 + 1 / 62, 1 / 61 + 1 / 62],
+                [1 / 63 + 1 / 61, 2 / 62, 1 / 62 + 1 / 63]]
+    np.testing.assert_allclose(fused, expected, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(fused_scores([model, fom]), fused)
+    # Query 0: its entry ties with column 1 (ranks 1+2 vs 2+1), counted against it -> 2.
+    # Query 1: column 2 is ahead -> 2.  Query 2: 1/61+1/63 > 2/62 > 1/62+1/63 -> 3.
+    assert ranks_from_scores(fused, np.arange(3)).tolist() == [2, 2, 3]
+    assert reciprocal_rank_fusion([rm, rf], k=0)[2].tolist() == pytest.approx([1 / 3 + 1, 1, 1 / 2 + 1 / 3])
+    # Blockwise (2 rows, then 1) gives the same, with the partner's ranking unchanged.
+    main, hybrid, _ = _rankings(lambda a, b: fom[a:b], 3, 2, None, block=2, fuse_with=lambda a, b: model[a:b])
+    assert hybrid.ranks.tolist() == [2, 2, 3] and hybrid.top1.tolist() == [0, 2, 0]
+    assert main.ranks.tolist() == ranks_from_scores(fom, np.arange(3)).tolist()
+    # Every column's rank agrees with the correct-column rank of the metrics, ties included.
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 4, size=(6, 9)).astype(np.float32)
+    for t in range(9):
+        assert ranks_of_all(s)[:, t].tolist() == ranks_from_scores(s, np.full(6, t)).tolist()
+    with pytest.raises(ValueError, match="integers >= 1"):
+        reciprocal_rank_fusion([rm - 1, rf])
+    with pytest.raises(ValueError, match="one shape"):
+        reciprocal_rank_fusion([rm, rf[:2]])
+    with pytest.raises(ValueError, match="k must be"):
+        reciprocal_rank_fusion([rm], k=-1)
 
 
 def test_per_crystal_system_split_and_frequency_bins():
@@ -258,6 +298,34 @@ def test_search_runs_end_to_end_on_a_two_column_file(tmp_path, small_csv, tiny_c
     assert abs(cu.two_theta_deg[np.argmax(y)] - peak_at) < 0.15 and info["coverage"] == 1.0
 
 
+def test_search_rerank_peak_fom_fuses_and_caches_reflections(tmp_path, small_csv, tiny_checkpoint, capsys):
+    from xrdflow.cli import main
+    from xrdflow.evaluate import search_gallery
+
+    gal = load_gallery(small_csv)
+    cu = xf.Simulator(**{**SIM_KW, "two_theta": tuple(SIM_KW["two_theta"])})
+    pat = _two_column(tmp_path / "q.xy", cu.two_theta_deg, 1000 * cu.pattern(gal.structures[4]) + 10)
+    cache = tmp_path / "cache"
+    argv = ["search", str(pat), "--checkpoint", str(tiny_checkpoint), "--gallery", str(small_csv), "-k", "5",
+            "--wavelength", "CuKa", "--cache-dir", str(cache), "--rerank", "peak_fom"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "reciprocal rank fusion of model and peak_fom, k=60" in out and "reflections computed" in out
+    lines = out.strip().splitlines()
+    assert lines[2].split()[:2] == ["rank", "id"] and "fused" in lines[2] and len(lines) == 3 + 5
+    assert len(list(cache.glob("refl_*.npz"))) == 1
+    assert main(argv) == 0 and "reflections cached" in capsys.readouterr().out
+    res = search_gallery(pat, tiny_checkpoint, gal, k=24, wavelength="CuKa", cache_dir=cache, rerank="peak_fom")
+    rr = res["rerank"]
+    assert rr["reflection_cache"]["reused"] and sorted(res["indices"].tolist()) == list(range(24))
+    np.testing.assert_allclose(res["scores"], 1 / (60 + rr["model_ranks"]) + 1 / (60 + rr["peak_fom_ranks"]))
+    assert np.all(np.diff(res["scores"]) <= 0)
+    # A clean pattern of entry 4: the peak figure of merit puts it first (rank 1, no tie).
+    assert rr["peak_fom_ranks"][res["indices"].tolist().index(4)] == 1
+    with pytest.raises(ValueError, match="rerank must be"):
+        search_gallery(pat, tiny_checkpoint, gal, wavelength="CuKa", cache_dir=cache, rerank="cosine")
+
+
 def test_bad_inputs_raise_clear_errors(tmp_path, small_csv, tiny_checkpoint, capsys):
     from xrdflow.cli import main
     from xrdflow.evaluate.evaluation import evaluate
@@ -326,6 +394,24 @@ def test_evaluate_command_writes_json_and_figures(tmp_path, small_csv, tiny_chec
     assert sum(v["n_queries"] for v in res["space_group_top1"]["bins"].values()) == 24
     for name in ("tsne.png", "retrieval.png"):
         assert (figs / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The hybrid: fractions, and the same numbers as fusing the two full 24 x 24 matrices directly.
+    hyb = res["hybrid"]
+    assert hyb["method"] == "reciprocal rank fusion of model and peak_fom, k=60" and "hybrid (RRF)" in text
+    assert 0 <= hyb["top1"] <= hyb["top3"] <= hyb["top5"] <= hyb["top10"] <= 1
+    assert sum(v["n"] for v in hyb["per_crystal_system"].values()) == 24
+    from xrdflow.evaluate.evaluation import load_checkpoint, make_queries
+    from xrdflow.evaluate.gallery import encode_patterns
+
+    model, cfg = load_checkpoint(tiny_checkpoint)
+    sim = cfg.make_simulator()
+    gal = load_gallery(small_csv)
+    refl = sim.reflections(gal.structures)
+    Q = make_queries(sim, refl, "realistic", 3)
+    G = gallery_embeddings(model, gal, tiny_checkpoint, cache_dir=tmp_path / "cache").embeddings
+    fom = PeakFOM(sim, refl)
+    fom.prepare(Q)
+    r = ranks_from_scores(fused_scores([encode_patterns(model, Q) @ G.T, fom.scores(0, 24)]), np.arange(24))
+    assert {k: hyb[k] for k in ("top1", "top3", "top5", "top10")} == pytest.approx(topk_from_ranks(r))
     # Same numbers from the embedding cache on a second run; realistic queries are reproducible.
     argv2 = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--gallery", str(small_csv), "--queries", "realistic",
              "--seed", "3", "--json", str(out_json), "--no-baselines", "--cache-dir", str(tmp_path / "cache")]
