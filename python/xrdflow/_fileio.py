@@ -20,6 +20,7 @@ forms; :func:`fsync_directory` flushes a directory entry.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import stat
@@ -128,3 +129,12 @@ def atomic_write_text(path: "str | os.PathLike", text: str, *, encoding: str = "
     with atomic_output(path, make_parents=make_parents) as tmp:
         with open(tmp, "w", encoding=encoding, newline=newline) as fh:
             fh.write(text)
+
+
+def sha256_file(path: "str | os.PathLike") -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

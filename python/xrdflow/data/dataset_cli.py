@@ -121,10 +121,7 @@ def _load(path: str, *, workers=None, what="SRC") -> _Source:
         raise UserError(f"{what}: no such file or folder: {path!r}")
     if is_dataset(path):
         ds = ShardedDataset(path)
-        ids, structures = [], []
-        for ident, s in ds.items():
-            ids.append(ident)
-            structures.append(s)
+        ids, structures = ds.ids(), ds.structures()
         return _Source(path, ids, structures, dataset=ds)
     with warnings.catch_warnings():
         # The failures are reported by the caller, with their reasons.

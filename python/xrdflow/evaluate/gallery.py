@@ -33,6 +33,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .._fileio import sha256_file
+
 CACHE_VERSION = 1
 ENV_CACHE_DIR = "XRDFLOW_CACHE_DIR"
 
@@ -77,13 +79,7 @@ def content_hash(ids: Sequence[str], structures) -> str:
     return h.hexdigest()
 
 
-def file_hash(path) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+file_hash = sha256_file  # sha256 of a file's bytes
 
 
 def space_groups_of(structures, *, progress: bool = False) -> np.ndarray:
@@ -110,10 +106,7 @@ def load_gallery(path, *, progress: bool = False, workers=None) -> Gallery:
         raise FileNotFoundError(f"gallery: no such file or folder: {path!r}")
     if is_dataset(path):
         ds = ShardedDataset(path)
-        ids, structures = [], []
-        for ident, s in ds.items():
-            ids.append(ident)
-            structures.append(s)
+        ids, structures = ds.ids(), ds.structures()
         sg = np.asarray(ds.labels()["space_group"], dtype=np.int64) if len(ds) else np.zeros(0, np.int64)
         failures = []
     else:

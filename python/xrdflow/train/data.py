@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._fileio import sha256_file
 from .config import TrainConfig, atomic_write_bytes, config_to_dict
 
 __all__ = ["PreparedData", "prepare_data", "read_source", "read_sources", "source_fingerprint",
@@ -99,13 +100,6 @@ def read_source(spec: str, *, progress: bool = False) -> tuple[list, list]:
     return list(res.ids), list(res.structures)
 
 
-def sha256_file(path) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def source_fingerprint(spec: str) -> str:
