@@ -37,10 +37,11 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 #: How each known model is produced (what the error message tells the user).
 _HOW_TO_MAKE = {
-    "contrastive": ("train it with `xrdflow train --config configs/contrastive_small.yaml` (from the repository "
-                    "root) and copy runs/contrastive_small/best.pt to {target}, with contrastive.json beside it "
-                    "(config, command, data, metrics). Without it, `xrdflow demo --from-scratch` trains a small "
-                    "model on the bundled data"),
+    "contrastive": ("train it with `xrdflow train --config configs/contrastive_cpu.yaml` (from the repository "
+                    "root, with ../shared/data beside it; about 45 minutes on 2 CPU cores) and ship it with "
+                    "`python scripts/export_pretrained.py runs/contrastive_cpu/best.pt --name contrastive --command "
+                    "...`, which writes {target} and contrastive.json. Without it, `xrdflow demo --from-scratch` "
+                    "trains a small model on the bundled data"),
     "classifier": ("train it with `xrdflow classifier train --config configs/classifier_real.yaml` (from the "
                    "repository root; it needs ../shared/data/structures/mp20_biternary_val.csv.gz) and copy "
                    "runs/classifier_real/last.pt to {target}, with classifier.json beside it (config, command, "

@@ -1,0 +1,46 @@
+"""The contrastive model shipped in the package (python/xrdflow/pretrained/contrastive.pt).
+
+It must load on its own (weights_only), match its provenance file, and retrieve unseen
+structures from their patterns far above chance: the bundled test split comes from the
+MP-20 test set, which its training run removed (leakage check in `xrdflow train`).
+"""
+import hashlib
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("e3nn")
+
+from xrdflow import pretrained  # noqa: E402
+
+pytestmark = pytest.mark.skipif("contrastive" not in pretrained.available(),
+                                reason="no contrastive model shipped in this installation")
+
+
+def test_shipped_model_matches_its_provenance():
+    path = pretrained.path("contrastive")
+    meta = pretrained.provenance("contrastive")
+    assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert meta["command"].startswith("xrdflow train --config configs/")
+    from xrdflow.train import load_model
+
+    model, cfg = load_model(path)
+    assert not model.training
+    assert cfg.make_simulator().n_points == model.n_points
+    assert set(cfg.data.leakage_against) and any("mp20_biternary_test" in s for s in cfg.data.leakage_against)
+
+
+def test_shipped_model_retrieves_unseen_structures_far_above_chance():
+    from xrdflow.data import bundled_dataset
+    from xrdflow.evaluate.evaluation import evaluate
+    from xrdflow.evaluate.gallery import gallery_from_structures
+
+    torch.set_num_threads(1)
+    test = bundled_dataset("test")
+    n = 100
+    gallery = gallery_from_structures(test.structures[:n], test.ids[:n])
+    result = evaluate(pretrained.path("contrastive"), gallery, queries="clean", baselines=(), use_cache=False)
+    assert result["n_gallery"] == n
+    # chance is 1 % top-1 and 5 % top-5 among 100 structures
+    assert result["top5"] >= 0.5, result
+    assert result["top1"] >= 0.15, result
