@@ -111,13 +111,7 @@ def read_pattern(path, wavelength=None, format=None, *, block=None, bank=None, s
         return read_xrdml(data, source, wavelength, scan=scan)
     text, notes = decode_text(data, source)
     if fmt == "cif":
-        structure_path = None if _is_gzip_file(source) else source
-        return read_cif_powder(text, source, wavelength, notes, block=block, path_for_structure=structure_path)
+        return read_cif_powder(text, source, wavelength, notes, block=block)
     if fmt == "gsas":
         return read_gsas(text, source, wavelength, notes, bank=bank)
     return read_text(text, source, wavelength, notes)
-
-
-def _is_gzip_file(source: str) -> bool:
-    with open(source, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"

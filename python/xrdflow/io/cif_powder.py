@@ -13,7 +13,7 @@ Wavelength: ``_diffrn_radiation_wavelength`` (a loop with
 in the profile block, else in another block of the file, else
 ``_diffrn_radiation_type`` naming a tube ('Cu K\\a', 'Mo K\\a~1~').
 Structure: when the profile block has atom sites, or exactly one block of the file
-has, ``pattern.structure`` is ``Structure.from_cif(file, block=that block)``.
+has, ``pattern.structure`` is that block's structure (as ``Structure.from_cif(file, block=NAME)``).
 A file with several profile blocks needs ``block=NAME``.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 
+from ..structure import Structure, StructureError, _has_atom_sites, _structure_fields_from_block
 from .pattern import MAX_POINTS, PatternFormatError, build_pattern
 
 __all__ = ["read_cif_powder", "parse_su"]
@@ -139,11 +140,7 @@ def _wavelengths(block):
     return None, None
 
 
-def _has_atom_sites(block) -> bool:
-    return bool(block.find_values("_atom_site_fract_x")) or bool(block.find_values("_atom_site.fract_x"))
-
-
-def read_cif_powder(text: str, source: str, wavelength=None, notes=(), block=None, path_for_structure=None):
+def read_cif_powder(text: str, source: str, wavelength=None, notes=(), block=None):
     """MeasuredPattern (with ``structure`` when the file has one) from pdCIF text."""
     import gemmi
 
@@ -228,10 +225,8 @@ def read_cif_powder(text: str, source: str, wavelength=None, notes=(), block=Non
         meta["notes"].append(f"{len(atom_blocks)} structure blocks; read the one you need with "
                              "xrdflow.Structure.from_cif(path, block=NAME)")
     if struct_block is not None:
-        from ..structure import Structure, StructureError
-
-        try:
-            structure = Structure.from_cif(path_for_structure or text, block=struct_block.name)
+        try:  # from the block already parsed, not by reading and parsing the file again
+            structure = Structure(**_structure_fields_from_block(struct_block, source))
             meta["structure_block"] = struct_block.name
         except StructureError as exc:
             warnings.warn(f"{source}: the profile was read but the structure in block {struct_block.name!r} "
