@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from ._files import decode_text, read_bytes
+from ._files import decode_text, read_bytes, refuse_known_binary
 from .cif_powder import read_cif_powder
 from .gsas import looks_like_gsas, read_gsas
 from .pattern import MAX_FILE_BYTES, MAX_POINTS, MIN_POINTS, MeasuredPattern, PatternFormatError
@@ -103,11 +103,7 @@ def read_pattern(path, wavelength=None, format=None, *, block=None, bank=None, s
         if value is not None and fmt != owner:
             raise ValueError(f"{name}= applies to {owner} files, but {source!r} is read as {fmt}")
     if fmt == "xrdml":
-        from ._files import _BINARY_MAGIC
-
-        for magic, what in _BINARY_MAGIC.items():
-            if data.startswith(magic):
-                raise PatternFormatError(f"this is {what}", source)
+        refuse_known_binary(data, source)
         return read_xrdml(data, source, wavelength, scan=scan)
     text, notes = decode_text(data, source)
     if fmt == "cif":

@@ -54,15 +54,20 @@ def read_bytes(path) -> tuple[bytes, str]:
     return data, source
 
 
+def refuse_known_binary(data: bytes, source: str) -> None:
+    """PatternFormatError naming the kind of file when ``data`` starts with a known binary signature."""
+    for magic, what in _BINARY_MAGIC.items():
+        if data.startswith(magic):
+            raise PatternFormatError(f"this is {what}", source)
+
+
 def decode_text(data: bytes, source: str) -> tuple[str, list[str]]:
     """Text of a file that must be text; raises PatternFormatError for binary content.
 
     UTF-8 (with or without BOM) first; failing that Latin-1 (instrument software often
     writes a degree sign in Latin-1), which is noted."""
     notes: list[str] = []
-    for magic, what in _BINARY_MAGIC.items():
-        if data.startswith(magic):
-            raise PatternFormatError(f"this is {what}", source)
+    refuse_known_binary(data, source)
     if not data.strip():
         raise PatternFormatError("the file is empty", source)
     head = data[:65536]
