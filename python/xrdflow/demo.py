@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._fileio import atomic_write_text, sha256_file
+
 __all__ = ["DemoConfig", "run_demo", "add_demo_parser", "tiny_train_config", "DEFAULT_STEPS_FINETUNE",
            "DEFAULT_STEPS_SCRATCH"]
 
@@ -89,14 +91,8 @@ class DemoConfig:
 
 
 # ------------------------------------------------------------------ small helpers
-def _atomic_text(path: Path, text: str) -> None:
-    from ._fileio import atomic_write_text
-
-    atomic_write_text(path, text)
-
-
 def _atomic_json(path: Path, obj) -> None:
-    _atomic_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(o):
@@ -109,12 +105,6 @@ def _json_default(o):
     if isinstance(o, Path):
         return os.fspath(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
-def _sha256(path) -> str:
-    from .evaluate.gallery import file_hash
-
-    return file_hash(path)
 
 
 def _progress_default(setting) -> bool:
@@ -149,7 +139,6 @@ def tiny_train_config(out_dir, *, steps: int, seed: int = 0, limit: int | None =
     (the configs folder is not part of the installed package), on all 2,400 bundled training structures."""
     from .train import config_from_dict
 
-    n_val = 300 if limit is None else min(300, limit)
     return config_from_dict({
         "model": {
             "crystal": {"hidden_irreps": "16x0e+8x1o", "lmax": 1, "product_channels": 8, "correlation": 2,
@@ -158,15 +147,20 @@ def tiny_train_config(out_dir, *, steps: int, seed: int = 0, limit: int | None =
             "pattern": {"n_points": 1024, "stem_channels": 8, "widths": [8, 16, 32], "blocks": [1, 1, 1],
                         "norm": "group"},
             "embed_dim": 32, "projection_hidden": 0, "init_temperature": 0.07},
-        "data": {"train": ["bundled:train"], "val": ["bundled:val"], "max_structures": limit,
-                 "max_val_structures": n_val, "leakage_against": ["bundled:test"], "remove_overlaps": False,
-                 "dedup": True},
+        "data": _data_section(limit),
         "simulator": {"radiation": "CuKa", "two_theta": [5.0, 90.0], "n_points": 1024, "W": 0.04},
         "augmentation": "realistic",
         "optim": {"lr": 0.002, "weight_decay": 0.05, "warmup_steps": min(20, max(1, steps // 10)),
                   "max_steps": steps, "batch_size": 32, "grad_clip": 1.0, "amp": "auto"},
         "run": _run_section(out_dir, steps, seed),
     })
+
+
+def _data_section(limit: int | None) -> dict:
+    """The bundled splits (at most 300 validation structures), test held out for leakage checks."""
+    return {"train": ["bundled:train"], "val": ["bundled:val"], "max_structures": limit,
+            "max_val_structures": 300 if limit is None else min(300, limit), "leakage_against": ["bundled:test"],
+            "remove_overlaps": False, "dedup": True}
 
 
 def _run_section(out_dir, steps: int, seed: int) -> dict:
@@ -187,11 +181,8 @@ def finetune_config(base_config: dict, out_dir, *, steps: int, seed: int = 0, li
     optim = dict(data.get("optim") or {})
     optim.update({"lr": float(optim.get("lr", 1e-3)) * 0.1, "warmup_steps": min(10, max(1, steps // 10)),
                   "max_steps": steps, "epochs": 1, "min_lr_ratio": 0.1})
-    n_val = 300 if limit is None else min(300, limit)
     data.update({
-        "data": {"train": ["bundled:train"], "val": ["bundled:val"], "max_structures": limit,
-                 "max_val_structures": n_val, "leakage_against": ["bundled:test"], "remove_overlaps": False,
-                 "dedup": True},
+        "data": _data_section(limit),
         "optim": optim,
         "run": _run_section(out_dir, steps, seed),
     })
@@ -232,11 +223,10 @@ class _State:
 
 
 class _Demo:
-    def __init__(self, cfg: DemoConfig, log=None):
+    def __init__(self, cfg: DemoConfig):
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.progress = _progress_default(cfg.progress)
-        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.timings: dict[str, float] = {}
         self.reused: dict[str, bool] = {}
         self.results: dict = {}
@@ -244,9 +234,9 @@ class _Demo:
         self.load_start = _loadavg()
 
     def log(self, msg: str) -> None:
-        from tqdm.auto import tqdm
+        from .train.loop import tqdm_safe_print
 
-        tqdm.write(msg, file=sys.stderr)
+        tqdm_safe_print(msg)
 
     def _stage(self, i: int, name: str, title: str):
         self.log(f"[{i}/{len(STAGES)}] {name}: {title}")
@@ -302,7 +292,7 @@ class _Demo:
             ckpt = read_checkpoint(self.base_checkpoint, map_location="cpu")
             self.train_cfg = finetune_config(ckpt["config"], train_dir, steps=self.steps, seed=cfg.seed,
                                              limit=cfg.limit)
-            self.base_sha = _sha256(self.base_checkpoint)
+            self.base_sha = sha256_file(self.base_checkpoint)
         self.train_cfg.run.progress = self.progress
         self.log(f"xrdflow demo -> {os.fspath(self.out)}: {self.base_note}; {self.steps} steps")
 
@@ -417,8 +407,8 @@ class _Demo:
         resume = self.cfg.resume and last.is_file()
         if resume:
             saved = read_checkpoint(last, map_location="cpu")
-            if saved["config"].get("optim") != config_to_dict(self.train_cfg).get("optim") \
-                    or saved["config"].get("model") != config_to_dict(self.train_cfg).get("model"):
+            wanted = config_to_dict(self.train_cfg)
+            if any(saved["config"].get(k) != wanted.get(k) for k in ("optim", "model")):
                 raise ValueError(f"--resume: {os.fspath(last)} was trained with other settings (--steps, "
                                  "--from-scratch or --checkpoint changed); rerun without --resume to start over, "
                                  "or with the earlier options")
@@ -466,7 +456,7 @@ class _Demo:
         from .evaluate.evaluation import evaluate
 
         t0 = self._stage(4, "evaluate", "retrieval on the bundled test split, clean and realistic queries")
-        sha = _sha256(self.checkpoint)
+        sha = sha256_file(self.checkpoint)
         key = {"checkpoint_sha256": sha, "seed": self.cfg.seed, "limit": self.cfg.limit}
         files = [self.out / n for n in ("eval_clean.json", "eval_realistic.json", "tsne.png", "retrieval.png")]
         rec = self.state.finished("evaluate", key, files=files)
@@ -543,7 +533,7 @@ class _Demo:
         if "summary.json" in files:
             summary["files"] = files
         _atomic_json(self.out / "summary.json", summary)
-        _atomic_text(self.out / "summary.md", _summary_markdown(summary))
+        atomic_write_text(self.out / "summary.md", _summary_markdown(summary))
 
 
 MEANINGS = {
