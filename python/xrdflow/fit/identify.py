@@ -28,10 +28,11 @@ from typing import Sequence
 import numpy as np
 
 from .. import _core
+from .._fileio import atomic_write_text
 from ..simulate import Simulator
 from ..structure import Structure
 from .refine import FitConfig, as_pattern_data, fit_pattern
-from .report import FitResult, write_text_atomic
+from .report import FitResult
 
 
 @dataclass
@@ -84,7 +85,7 @@ class IdentifyResult:
                     mixture_fit=None if self.mixture_fit is None else self.mixture_fit.to_dict())
 
     def save_json(self, path) -> None:
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def _reduced(s: Structure) -> tuple:

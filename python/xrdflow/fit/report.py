@@ -116,7 +116,7 @@ class FitResult:
 
     def save_json(self, path, arrays: bool = False) -> None:
         """Write :meth:`to_dict` as JSON, atomically."""
-        write_text_atomic(path, json.dumps(self.to_dict(arrays=arrays), indent=2, default=_json_default) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(arrays=arrays), indent=2, default=_json_default) + "\n")
 
     def plot(self, path=None, **kw):
         """The Rietveld picture (see :func:`xrdflow.fit.plot.plot_fit`)."""
@@ -145,9 +145,8 @@ def _fmt(v) -> str:
     return f"{value:.{digits}f}({sigma:.{digits}f})" if digits < 10 else f"{value:.3g}+-{sigma:.2g}"
 
 
-def write_text_atomic(path, text: str) -> None:
-    """``text`` to ``path`` atomically (:func:`xrdflow._fileio.atomic_write_text`; mode from the umask)."""
-    atomic_write_text(path, text)
+#: old name, kept as a re-export of :func:`xrdflow._fileio.atomic_write_text`
+write_text_atomic = atomic_write_text
 
 
 # ---------------------------------------------------------------- assembly
