@@ -26,10 +26,8 @@ def head_sizes(scheme: str = "laue") -> dict:
 
 def label_tables(scheme: str = "laue") -> dict:
     """Per space group (index sg - 1): its crystal-system index and extinction-group id (int64 tensors)."""
-    cs = [labels_mod.CRYSTAL_SYSTEMS.index(labels_mod.crystal_system(sg)) for sg in range(1, 231)]
-    eg = [labels_mod.extinction_group(sg, scheme) for sg in range(1, 231)]
-    return {"crystal_system": torch.tensor(cs, dtype=torch.int64),
-            "extinction_group": torch.tensor(eg, dtype=torch.int64)}
+    rows = [labels_mod.labels_for(sg, scheme) for sg in range(1, 231)]
+    return {h: torch.tensor([r[h] for r in rows], dtype=torch.int64) for h in ("crystal_system", "extinction_group")}
 
 
 class SpaceGroupClassifier(nn.Module):
