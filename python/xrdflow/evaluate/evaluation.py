@@ -15,7 +15,7 @@ import numpy as np
 
 from .baselines import PatternCosine, PeakFOM, PeakFOMConfig
 from .gallery import Gallery, gallery_embeddings, encode_patterns, load_gallery, space_group_counts
-from .retrieval import DEFAULT_KS, RRF_K, RankAccumulator, fused_scores, retrieval_summary
+from .retrieval import DEFAULT_KS, RRF_K, RankAccumulator, fused_scores, query_blocks, retrieval_summary
 
 QUERY_KINDS = ("clean", "realistic")
 BASELINES = ("pattern_cosine", "peak_fom")
@@ -77,13 +77,7 @@ def _rankings(score_fn, n: int, keep: int, progress: "str | None", block: int = 
     main = _Collect(keep)
     hybrid = _Collect(keep) if fuse_with is not None else None
     fuse_s = 0.0
-    starts = range(0, n, block)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=progress, total=len(starts), leave=False)
-    for start in starts:
-        stop = min(start + block, n)
+    for start, stop in query_blocks(n, block, progress):
         s = score_fn(start, stop)
         main.add(s, start, stop)
         if hybrid is not None:
@@ -97,10 +91,8 @@ def load_checkpoint(checkpoint, device: str = "cpu"):
     """(model in eval mode, TrainConfig) of a contrastive checkpoint (xrdflow.train.load_model)."""
     if not os.path.isfile(os.fspath(checkpoint)):
         raise FileNotFoundError(f"no such checkpoint: {os.fspath(checkpoint)!r}")
-    try:
-        from ..train import load_model
-    except ImportError:   # package without the re-export
-        from ..train.checkpoint import load_model
+    from ..train import load_model
+
     return load_model(checkpoint, map_location=device)
 
 
@@ -206,8 +198,11 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
     timing["embed_queries_s"] = time.perf_counter() - t0
     G = cached.embeddings
 
+    def model_scores(start: int, stop: int) -> np.ndarray:
+        return qe[start:stop] @ G.T
+
     t0 = time.perf_counter()
-    model_rank = _ranking(lambda a, b: qe[a:b] @ G.T, len(gal), 10, None)
+    model_rank = _ranking(model_scores, len(gal), 10, None)
     timing["rank_s"] = time.perf_counter() - t0
     cs = gal.crystal_systems
     summary = retrieval_summary(model_rank.ranks, model_rank.top1, cs, gal.space_groups, train_counts, ks=DEFAULT_KS)
@@ -217,7 +212,7 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
         t0 = time.perf_counter()
         base_metrics, base_rank = run_baselines(sim, gal, refl, Q, train_counts, which=tuple(baselines),
                                                 clean_patterns=clean, progress=progress,
-                                                fuse_with=lambda a, b: qe[a:b] @ G.T)
+                                                fuse_with=model_scores)
         timing["baselines_s"] = time.perf_counter() - t0
     hybrid = base_metrics.pop("hybrid", None)
 

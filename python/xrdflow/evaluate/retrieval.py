@@ -166,18 +166,23 @@ class RankAccumulator:
         return np.concatenate(self._best) if self._best else np.zeros((0, self.keep), np.int64)
 
 
-def blockwise_ranks(score_block: Callable[[int, int], np.ndarray], n_queries: int, true_index, *,
-                    block: int = 512, keep: int = 10, progress: "str | None" = None) -> RankAccumulator:
-    """Run ``score_block(start, stop) -> (stop - start, n_gallery)`` over all query rows."""
-    true_index = np.asarray(true_index, dtype=np.int64)
-    acc = RankAccumulator(keep=keep)
+def query_blocks(n_queries: int, block: int = 512, progress: "str | None" = None):
+    """``(start, stop)`` of consecutive query row blocks; a tqdm bar named ``progress`` when given."""
     starts = range(0, n_queries, block)
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc=progress, total=len(starts), leave=False)
     for start in starts:
-        stop = min(start + block, n_queries)
+        yield start, min(start + block, n_queries)
+
+
+def blockwise_ranks(score_block: Callable[[int, int], np.ndarray], n_queries: int, true_index, *,
+                    block: int = 512, keep: int = 10, progress: "str | None" = None) -> RankAccumulator:
+    """Run ``score_block(start, stop) -> (stop - start, n_gallery)`` over all query rows."""
+    true_index = np.asarray(true_index, dtype=np.int64)
+    acc = RankAccumulator(keep=keep)
+    for start, stop in query_blocks(n_queries, block, progress):
         acc.add(score_block(start, stop), true_index[start:stop])
     return acc
 
