@@ -17,10 +17,9 @@ def _read(path: str, radiation):
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", metavar="PATTERN", help="measured pattern (.xy, .csv, .dat, .xrdml, .gsa, pdCIF, ...)")
-    rad = p.add_mutually_exclusive_group()
-    rad.add_argument("--wavelength", "--radiation", dest="radiation", type=_radiation_arg, metavar="SOURCE",
-                     help="CuKa (Ka1+Ka2, ratio 0.5), CuKa1, MoKa, ... or a wavelength in angstrom; "
-                          "needed when the file does not state it")
+    p.add_argument("--wavelength", "--radiation", dest="radiation", type=_radiation_arg, metavar="SOURCE",
+                   help="CuKa (Ka1+Ka2, ratio 0.5), CuKa1, MoKa, ... or a wavelength in angstrom; "
+                        "needed when the file does not state it")
     p.add_argument("--json", metavar="OUT.json", help="write the results as JSON (atomically)")
     p.add_argument("--plot", metavar="OUT.png", help="write the Rietveld picture (needs matplotlib)")
     p.add_argument("--background-terms", type=int, default=None, metavar="N",
