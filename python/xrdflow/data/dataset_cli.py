@@ -37,6 +37,7 @@ every xrdflow command (see :mod:`xrdflow.cli`).
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -324,9 +325,7 @@ def _generate_skipping(args, out, random_crystals, params, sim) -> int:
         if i not in groups:  # skipped inside the shards a resumed run read back
             groups[i] = int(random_crystals.space_group_of(i, seed=seed, weights=args.space_groups,
                                                            max_atoms=args.max_atoms))
-    by_group: dict[int, int] = {}
-    for i in skipped:
-        by_group[groups[i]] = by_group.get(groups[i], 0) + 1
+    by_group = collections.Counter(groups[i] for i in skipped)
     final = {**params, "n_found": result.n_items, "n_skipped": len(skipped),
              "skipped_by_space_group": {str(g): c for g, c in sorted(by_group.items())},
              "skipped": [[i, groups[i]] for i in skipped]}
