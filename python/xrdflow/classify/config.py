@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..models import PatternEncoderConfig
-from ..train.config import (DataConfig, OptimConfig, RunConfig, augmentation_from_spec, build_dataclass,
-                            check_augmentation, fixed_grid_simulator, read_yaml, sections_from_dict, to_plain,
-                            write_yaml)
+from ..train.config import (DataConfig, OptimConfig, RunConfig, SimulatedRunConfig, build_dataclass, read_yaml,
+                            sections_from_dict, to_plain, write_yaml)
 
 __all__ = ["ClassifierModelConfig", "ClassifierConfig", "HEADS", "config_from_dict", "config_to_dict",
            "load_config", "save_config"]
@@ -94,8 +93,12 @@ def _default_data() -> DataConfig:
 
 
 @dataclass
-class ClassifierConfig:
-    """Everything a classifier training run depends on (see the module docs)."""
+class ClassifierConfig(SimulatedRunConfig):
+    """Everything a classifier training run depends on (see the module docs); ``make_simulator`` /
+    ``make_augmentation`` as :class:`xrdflow.train.config.SimulatedRunConfig` (clean-pattern undersampling
+    note silenced: augmented patterns are broader, crystallite size)."""
+
+    quiet_grid_step = True
 
     model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
     data: DataConfig = field(default_factory=_default_data)
@@ -108,34 +111,7 @@ class ClassifierConfig:
     def __post_init__(self):
         if not isinstance(self.model, ClassifierModelConfig):
             raise TypeError(f"model must be a ClassifierModelConfig, got {type(self.model).__name__}")
-        if not isinstance(self.simulator, dict):
-            raise ValueError(f"simulator must be a mapping of xrdflow.Simulator arguments, got {self.simulator!r}")
-        self.simulator = fixed_grid_simulator(self.simulator, self.model.pattern.n_points, "the encoder",
-                                              "(model.pattern.n_points)")
-        check_augmentation(self.augmentation)
-        self.make_augmentation()
-
-    @property
-    def simulator_kwargs(self) -> dict:
-        return {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.simulator.items()}
-
-    def make_simulator(self):
-        """The :class:`xrdflow.Simulator` of this run (the grid the classifier reads)."""
-        import warnings
-
-        import xrdflow as xf
-
-        try:
-            with warnings.catch_warnings():
-                # clean-pattern undersampling note; augmented patterns are broader (crystallite size)
-                warnings.filterwarnings("ignore", message="grid step", category=RuntimeWarning)
-                return xf.Simulator(**self.simulator_kwargs)
-        except TypeError as err:
-            raise ValueError(f"simulator: {err}") from None
-
-    def make_augmentation(self):
-        """The :class:`xrdflow.Augmentation` of the training patterns."""
-        return augmentation_from_spec(self.augmentation)
+        self._check_simulation(self.model.pattern.n_points, "the encoder", "(model.pattern.n_points)")
 
 
 def config_to_dict(cfg: ClassifierConfig) -> dict:

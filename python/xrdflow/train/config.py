@@ -213,8 +213,47 @@ def _default_simulator() -> dict:
     return {"radiation": "CuKa", "two_theta": [5.0, 90.0]}
 
 
+class SimulatedRunConfig:
+    """The ``simulator`` and ``augmentation`` sections a training config shares (base of :class:`TrainConfig`
+    and :class:`xrdflow.classify.ClassifierConfig`): checked and fixed to the encoder's grid by
+    :meth:`_check_simulation`, turned into objects by :meth:`make_simulator` / :meth:`make_augmentation`."""
+
+    #: silence the Simulator's "grid step" undersampling note (the classifier's augmented patterns are broader).
+    quiet_grid_step = False
+
+    def _check_simulation(self, n_points: int, what: str, where: str) -> None:
+        if not isinstance(self.simulator, dict):
+            raise ValueError(f"simulator must be a mapping of xrdflow.Simulator arguments, got {self.simulator!r}")
+        self.simulator = fixed_grid_simulator(self.simulator, n_points, what, where)
+        check_augmentation(self.augmentation)
+        self.make_augmentation()  # validates the fields now, not at the first batch
+
+    @property
+    def simulator_kwargs(self) -> dict:
+        """Keyword arguments for :class:`xrdflow.Simulator` (ranges as tuples)."""
+        return {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.simulator.items()}
+
+    def make_simulator(self):
+        """The :class:`xrdflow.Simulator` of this run (the pattern grid the model reads)."""
+        import warnings
+
+        import xrdflow as xf
+
+        try:
+            with warnings.catch_warnings():
+                if self.quiet_grid_step:
+                    warnings.filterwarnings("ignore", message="grid step", category=RuntimeWarning)
+                return xf.Simulator(**self.simulator_kwargs)
+        except TypeError as err:
+            raise ValueError(f"simulator: {err}") from None
+
+    def make_augmentation(self):
+        """The :class:`xrdflow.Augmentation` of the training patterns."""
+        return augmentation_from_spec(self.augmentation)
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(SimulatedRunConfig):
     """Everything a contrastive training run depends on.
 
     model: :class:`xrdflow.models.DualTowerConfig`.
@@ -237,30 +276,7 @@ class TrainConfig:
     def __post_init__(self):
         if not isinstance(self.model, _model_config_type()):
             raise TypeError(f"model must be an xrdflow.models.DualTowerConfig, got {type(self.model).__name__}")
-        if not isinstance(self.simulator, dict):
-            raise ValueError(f"simulator must be a mapping of xrdflow.Simulator arguments, got {self.simulator!r}")
-        self.simulator = fixed_grid_simulator(self.simulator, pattern_length(self.model), "the pattern encoder",
-                                              "(model.pattern)")
-        check_augmentation(self.augmentation)
-        self.make_augmentation()  # validates the fields now, not at the first batch
-
-    @property
-    def simulator_kwargs(self) -> dict:
-        """Keyword arguments for :class:`xrdflow.Simulator` (ranges as tuples)."""
-        return {k: (tuple(v) if isinstance(v, list) else v) for k, v in self.simulator.items()}
-
-    def make_simulator(self):
-        """The :class:`xrdflow.Simulator` of this run (the pattern grid the model was trained on)."""
-        import xrdflow as xf
-
-        try:
-            return xf.Simulator(**self.simulator_kwargs)
-        except TypeError as err:
-            raise ValueError(f"simulator: {err}") from None
-
-    def make_augmentation(self):
-        """The :class:`xrdflow.Augmentation` of the training patterns."""
-        return augmentation_from_spec(self.augmentation)
+        self._check_simulation(pattern_length(self.model), "the pattern encoder", "(model.pattern)")
 
 
 def fixed_grid_simulator(simulator: dict, n_points: int, what: str, where: str = "") -> dict:
