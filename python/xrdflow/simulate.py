@@ -142,6 +142,44 @@ def _threads(threads) -> int:
     return int(threads)
 
 
+def instrument_dict(radiation: "str | float | Radiation", grid_two_theta_deg, axis=None, *, U: float, V: float,
+                    W: float, X: float = 0.0, Y: float = 0.0, crystallite_size_nm: float | None = None,
+                    size_angstrom: float | None = None, scherrer_k: float = 0.9, microstrain: float = 0.0,
+                    zero_shift_deg: float = 0.0, monochromator_two_theta_deg: float = 0.0, neutron: bool = False,
+                    normalization: str = "max", cutoff_rel: float = 1e-3) -> dict:
+    """The instrument dict of ``_core.render_patterns`` / ``render_augmented`` /
+    ``simulate_patterns`` (keys as read in bindings/convert.hpp): everything the
+    renderer needs besides the reflections.
+
+    ``grid_two_theta_deg``: the 2-theta points (degrees, increasing; may be
+    uneven, e.g. measured points) where the pattern is evaluated; ``axis``: the
+    output axis the "area" normalization integrates over (default: the 2-theta
+    points).  Give the Scherrer size either as ``crystallite_size_nm`` or as
+    ``size_angstrom`` (None / 0 = no size broadening).  The monochromator enters
+    the LP factor as cos^2(2 theta_M).  The numbers are passed as given: range
+    checks are the caller's (:class:`Simulator` does them once at construction).
+    """
+    rad = radiation if isinstance(radiation, Radiation) else parse_radiation(radiation)
+    if crystallite_size_nm is not None and size_angstrom is not None:
+        raise ValueError("give the crystallite size as crystallite_size_nm or as size_angstrom, not both")
+    if size_angstrom is None:
+        size_angstrom = 0.0 if crystallite_size_nm is None else 10.0 * crystallite_size_nm
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {sorted(NORMALIZATIONS)}, got {normalization!r}")
+    grid = np.ascontiguousarray(grid_two_theta_deg, dtype=np.float64)
+    axis = grid if axis is None else np.ascontiguousarray(axis, dtype=np.float64)
+    if grid.ndim != 1 or axis.shape != grid.shape:
+        raise ValueError(f"grid_two_theta_deg must be 1-D and axis the same length, got shapes "
+                         f"{grid.shape} and {axis.shape}")
+    return dict(wavelengths=np.asarray(rad.wavelengths, dtype=np.float64),
+                line_weights=np.asarray(rad.weights, dtype=np.float64),
+                grid_two_theta=grid, axis=axis, zero_shift_deg=zero_shift_deg,
+                cos2_2theta_m=math.cos(math.radians(monochromator_two_theta_deg)) ** 2, neutron=bool(neutron),
+                normalization=NORMALIZATIONS[normalization], cutoff_rel=cutoff_rel,
+                U=U, V=V, W=W, X=X, Y=Y, size_angstrom=size_angstrom, scherrer_k=scherrer_k,
+                microstrain=microstrain)
+
+
 class Simulator:
     """Powder diffraction simulator for one instrument configuration.
 
@@ -401,13 +439,14 @@ class Simulator:
                     symprec=self.symprec)
 
     def _instrument(self) -> dict:
-        """Everything the renderer needs besides the reflections (see bindings/convert.hpp)."""
-        return dict(wavelengths=np.asarray(self.radiation.wavelengths, dtype=np.float64),
-                    line_weights=np.asarray(self.radiation.weights, dtype=np.float64),
-                    grid_two_theta=self.two_theta_deg, axis=self.axis, zero_shift_deg=self.zero_shift_deg,
-                    cos2_2theta_m=self._cos2_2theta_m, neutron=self.probe == "neutron",
-                    normalization=NORMALIZATIONS[self.normalization], cutoff_rel=self.cutoff_rel,
-                    **self._profile_args())
+        """Everything the renderer needs besides the reflections (see :func:`instrument_dict`)."""
+        return instrument_dict(self.radiation, self.two_theta_deg, self.axis, U=self.U, V=self.V, W=self.W,
+                               X=self.X, Y=self.Y, crystallite_size_nm=self.crystallite_size_nm,
+                               scherrer_k=self.scherrer_k, microstrain=self.microstrain,
+                               zero_shift_deg=self.zero_shift_deg,
+                               monochromator_two_theta_deg=self.monochromator_two_theta_deg,
+                               neutron=self.probe == "neutron", normalization=self.normalization,
+                               cutoff_rel=self.cutoff_rel)
 
     # ----------------------------------------------------------------- render
     def render(self, reflections: Reflections, indices=None, augmentation: Augmentation | None = None,

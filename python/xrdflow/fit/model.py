@@ -44,7 +44,7 @@ import numpy as np
 
 from .. import _core
 from ..radiation import Radiation
-from ..simulate import DEFAULT_CAGLIOTI, Simulator
+from ..simulate import DEFAULT_CAGLIOTI, Simulator, instrument_dict
 from ..structure import Structure
 
 RAD = math.pi / 180.0
@@ -216,12 +216,8 @@ class PatternModel:
         self.n_bkg = int(background_terms)
         x = (2 * self.tt - self.tt[0] - self.tt[-1]) / (self.tt[-1] - self.tt[0])
         self.chebyshev = np.polynomial.chebyshev.chebvander(x, max(self.n_bkg - 1, 0))[:, :self.n_bkg]
-        self._instrument = dict(
-            wavelengths=np.asarray(radiation.wavelengths, dtype=np.float64),
-            line_weights=np.asarray(radiation.weights, dtype=np.float64),
-            grid_two_theta=self.tt, axis=self.tt, zero_shift_deg=0.0,
-            cos2_2theta_m=math.cos(math.radians(monochromator_two_theta_deg)) ** 2, neutron=False,
-            normalization=0, cutoff_rel=float(cutoff_rel), scherrer_k=0.9)
+        self.monochromator_two_theta_deg = float(monochromator_two_theta_deg)
+        self.cutoff_rel = float(cutoff_rel)
         self.po_direction = np.asarray(po_direction, dtype=np.float64)
         if self.po_direction.shape != (3,) or not np.any(self.po_direction):
             raise ValueError(f"po_direction must be three Miller indices, not all zero, got {po_direction!r}")
@@ -325,11 +321,13 @@ class PatternModel:
         B = vals[f"phase{i}.B_overall"]
         if B != 0.0:
             F2 = F2 * np.exp(-2.0 * B / (4.0 * d * d))
-        inst = dict(self._instrument)
         pre = f"phase{i}."
-        inst.update(U=vals[pre + "U"], V=vals[pre + "V"], W=vals[pre + "W"], X=vals[pre + "X"], Y=vals[pre + "Y"],
-                    size_angstrom=10.0 * vals[pre + "size_nm"] if self.size_active(i) else 0.0,
-                    microstrain=vals[pre + "microstrain"], zero_shift_deg=vals["zero_shift_deg"])
+        inst = instrument_dict(self.radiation, self.tt, U=vals[pre + "U"], V=vals[pre + "V"], W=vals[pre + "W"],
+                               X=vals[pre + "X"], Y=vals[pre + "Y"],
+                               crystallite_size_nm=vals[pre + "size_nm"] if self.size_active(i) else None,
+                               microstrain=vals[pre + "microstrain"], zero_shift_deg=vals["zero_shift_deg"],
+                               monochromator_two_theta_deg=self.monochromator_two_theta_deg,
+                               normalization="none", cutoff_rel=self.cutoff_rel)
         y = _core.render_patterns(ph.offsets, np.ascontiguousarray(d_eff), np.ascontiguousarray(F2),
                                   ph.multiplicity, inst, threads=1)[0]
         out = y.astype(np.float64)
