@@ -16,30 +16,17 @@ import numpy as np
 import torch
 
 from ..data import labels as L
+from ..io.grid import GridMismatchError, pattern_on_model_grid
 
 __all__ = ["pattern_on_grid", "classify_patterns", "format_result"]
-
-
-def _primary_wavelength(pattern, wavelength=None):
-    if wavelength is not None:
-        from ..radiation import parse_radiation  # "CuKa", 1.5406, "1.5406", a Radiation
-
-        if isinstance(wavelength, str):
-            try:
-                wavelength = float(wavelength)
-            except ValueError:
-                pass
-        return float(parse_radiation(wavelength).primary_wavelength), "given"
-    if getattr(pattern, "wavelengths", None):
-        return float(pattern.wavelengths[0]), "file"
-    return None, "unknown"
 
 
 def pattern_on_grid(pattern, sim, wavelength=None) -> tuple[np.ndarray, dict]:
     """``(y, info)``: the measured pattern's intensity on ``sim``'s 2-theta grid (see module docs).
 
     wavelength: overrides the file's (anything ``Simulator(radiation=...)`` takes); when neither
-    says, the model's wavelength is assumed and ``info["wavelength_assumed"]`` is True.
+    says, the model's wavelength is assumed and ``info["wavelength_assumed"]`` is True.  The
+    conversion is :func:`xrdflow.io.pattern_on_model_grid` with policies "assume_model" and "override".
     """
     tt = np.asarray(pattern.two_theta_deg, dtype=np.float64)
     inten = np.asarray(pattern.intensity, dtype=np.float64)
@@ -49,28 +36,23 @@ def pattern_on_grid(pattern, sim, wavelength=None) -> tuple[np.ndarray, dict]:
         raise ValueError("the pattern contains NaN or infinite values; clean the file first")
     if np.any(np.diff(tt) <= 0):
         raise ValueError("two_theta_deg must be strictly increasing")
-    lam_model = float(sim.radiation.primary_wavelength)
-    lam, source = _primary_wavelength(pattern, wavelength)
-    info = {"wavelength_model": lam_model, "wavelength_pattern": lam if lam is not None else lam_model,
-            "wavelength_assumed": lam is None, "converted": False}
-    if lam is not None and abs(lam - lam_model) > 1e-5:
-        s = lam_model * np.sin(np.radians(tt) / 2) / lam        # sin(theta_model) = lam_model / (2 d)
-        ok = s < 1.0                                            # lines beyond 2theta = 180 deg are lost
-        if ok.sum() < 2:
+    try:
+        y, shared = pattern_on_model_grid(pattern, sim, wavelength, missing_wavelength="assume_model",
+                                          conflicting_wavelength="override", use_reader_radiation=False,
+                                          same_wavelength_tol_angstrom=1e-5)
+    except GridMismatchError as e:
+        if e.reason == "unreachable":
             raise ValueError(f"no measured point reaches a d-spacing visible at the model's wavelength "
-                             f"{lam_model} A (pattern measured at {lam} A)")
-        tt, inten = np.degrees(2 * np.arcsin(s[ok])), inten[ok]
-        info["converted"] = True
-    grid = np.asarray(sim.two_theta_deg, dtype=np.float64)
-    inside = (grid >= tt[0]) & (grid <= tt[-1])
-    if not inside.any():
-        raise ValueError(f"the measured range {tt[0]:.2f}-{tt[-1]:.2f} deg 2theta (at the model's wavelength) does "
-                         f"not overlap the model's grid {grid[0]:.2f}-{grid[-1]:.2f} deg")
-    y = np.interp(grid, tt, inten)
-    y[~inside] = float(inten.min())
-    info["coverage"] = float(inside.mean())
-    info["grid_deg"] = (float(grid[0]), float(grid[-1]), int(len(grid)))
-    return y.astype(np.float32), info
+                             f"{e.details['wavelength_model']} A (pattern measured at "
+                             f"{e.details['wavelength_pattern']} A)") from None
+        (t0, t1), (g0, g1, _) = e.details["two_theta_range_deg"], e.details["grid_deg"]
+        raise ValueError(f"the measured range {t0:.2f}-{t1:.2f} deg 2theta (at the model's wavelength) does "
+                         f"not overlap the model's grid {g0:.2f}-{g1:.2f} deg") from None
+    info = {"wavelength_model": shared["wavelength_model_angstrom"],
+            "wavelength_pattern": shared["wavelength_pattern_angstrom"],
+            "wavelength_assumed": shared["wavelength_source"] == "assumed", "converted": shared["converted"],
+            "coverage": shared["coverage"], "grid_deg": shared["grid_deg"]}
+    return y, info
 
 
 @torch.no_grad()

@@ -29,10 +29,11 @@ structures on 5-90 deg, twice that while built).
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
+
+from ..io.grid import convert_two_theta, pattern_on_model_grid  # noqa: F401 (convert_two_theta re-exported)
 
 INDEXES = ("dense", "faiss")
 RERANKERS = ("peak_fom",)
@@ -40,68 +41,25 @@ RERANKERS = ("peak_fom",)
 MIN_COVERAGE = 0.5
 
 
-def convert_two_theta(two_theta_deg, from_wavelength: float, to_wavelength: float):
-    """(2-theta at ``to_wavelength``, mask of points that exist there) via d-spacing (Bragg's law)."""
-    for name, value in (("from_wavelength", from_wavelength), ("to_wavelength", to_wavelength)):
-        if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive wavelength in angstrom, got {value!r}")
-    tt = np.asarray(two_theta_deg, dtype=np.float64)
-    s = np.sin(np.radians(tt / 2)) * (to_wavelength / from_wavelength)
-    ok = (s > 0) & (s < 1)
-    out = np.full_like(tt, np.nan)
-    out[ok] = 2 * np.degrees(np.arcsin(s[ok]))
-    return out, ok
-
-
 def pattern_on_grid(pattern, sim, *, wavelength=None) -> tuple[np.ndarray, dict]:
     """A :class:`~xrdflow.io.MeasuredPattern` as (n_points,) float32 on ``sim``'s grid, and what was done.
 
     ``wavelength`` (what the user said: "CuKa", 1.5406, a Radiation) is used when
     the file states none; when the file states one, ``wavelength`` must agree
-    with it (else ValueError: the user or the file is wrong).
+    with it (else ValueError: the user or the file is wrong).  The conversion is
+    :func:`xrdflow.io.pattern_on_model_grid` with both policies "raise".
     """
-    from ..radiation import parse_radiation
-
-    stated = getattr(pattern, "wavelengths", None)
-    given = parse_radiation(wavelength) if wavelength is not None else None
-    if stated:
-        file_lambda = float(stated[0])
-        if given is not None and abs(given.primary_wavelength - file_lambda) > 1e-4 * file_lambda:
-            raise ValueError(f"{pattern.source}: the file says the wavelength is {file_lambda:g} A but "
-                             f"--wavelength says {given.primary_wavelength:g} A; drop --wavelength or fix the file")
-    elif getattr(pattern, "radiation", None) is not None:
-        file_lambda = float(pattern.radiation.primary_wavelength)
-    elif given is not None:
-        file_lambda = float(given.primary_wavelength)
-    else:
-        raise ValueError(f"{pattern.source}: the file does not say its wavelength; give it with "
-                         "--wavelength (e.g. CuKa, MoKa or 1.5406 in angstrom)")
-    model_lambda = float(sim.radiation.primary_wavelength)
-    tt, y = pattern.two_theta_deg, np.asarray(pattern.intensity, dtype=np.float64)
-    info = {"file_wavelength": file_lambda, "model_wavelength": model_lambda, "converted": False}
-    if abs(file_lambda - model_lambda) > 1e-6 * model_lambda:
-        tt, ok = convert_two_theta(tt, file_lambda, model_lambda)
-        tt, y = tt[ok], y[ok]
-        info["converted"] = True
-        if tt.size < 2:
-            raise ValueError(f"{pattern.source}: after converting 2-theta from {file_lambda:g} A to the model's "
-                             f"{model_lambda:g} A no measured point is reachable; check the wavelength")
-    grid = sim.two_theta_deg
-    inside = (grid >= tt[0]) & (grid <= tt[-1])
-    coverage = float(inside.mean())
-    info["coverage"] = coverage
-    info["two_theta_range_deg"] = (float(tt[0]), float(tt[-1]))
-    if coverage == 0:
-        raise ValueError(f"{pattern.source}: the pattern covers 2-theta {tt[0]:.2f}-{tt[-1]:.2f} deg at the "
-                         f"model's wavelength {model_lambda:g} A, outside the model's range "
-                         f"{grid[0]:g}-{grid[-1]:g} deg; check the file's wavelength")
+    y, shared = pattern_on_model_grid(pattern, sim, wavelength, missing_wavelength="raise",
+                                      conflicting_wavelength="raise")
+    info = {"file_wavelength": shared["wavelength_pattern_angstrom"],
+            "model_wavelength": shared["wavelength_model_angstrom"], "converted": shared["converted"],
+            "coverage": shared["coverage"], "two_theta_range_deg": shared["two_theta_range_deg"]}
+    coverage, (g0, g1, _) = shared["coverage"], shared["grid_deg"]
     if coverage < MIN_COVERAGE:
         warnings.warn(f"{pattern.source}: the pattern covers only {100 * coverage:.0f} % of the model's "
-                      f"2-theta range {grid[0]:g}-{grid[-1]:g} deg; results may be poor", RuntimeWarning,
+                      f"2-theta range {g0:g}-{g1:g} deg; results may be poor", RuntimeWarning,
                       stacklevel=2)
-    out = np.interp(grid, tt, y)
-    out[~inside] = float(y.min())
-    return out.astype(np.float32), info
+    return y, info
 
 
 class EmbeddingIndex:

@@ -23,13 +23,15 @@ import os
 
 from ._files import decode_text, read_bytes, refuse_known_binary
 from .cif_powder import read_cif_powder
+from .grid import GridMismatchError, convert_two_theta, pattern_on_model_grid
 from .gsas import looks_like_gsas, read_gsas
 from .pattern import MAX_FILE_BYTES, MAX_POINTS, MIN_POINTS, MeasuredPattern, PatternFormatError
 from .text import read_text
 from .xrdml import read_xrdml
 
 __all__ = ["read_pattern", "MeasuredPattern", "PatternFormatError", "FORMATS", "sniff_format",
-           "MAX_FILE_BYTES", "MAX_POINTS", "MIN_POINTS"]
+           "MAX_FILE_BYTES", "MAX_POINTS", "MIN_POINTS", "pattern_on_model_grid", "convert_two_theta",
+           "GridMismatchError"]
 
 #: format name -> extensions that select it without looking at the content
 FORMATS = {
