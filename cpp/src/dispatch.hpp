@@ -8,7 +8,10 @@
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && \
     (!defined(__clang__) || __clang_major__ >= 14) && !defined(XF_NO_CLONES)
-#define XF_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+// flatten: the helpers a clone calls (inline functions of the headers that
+// GCC may keep out of line) are inlined into each clone and so compiled for
+// its target too; an out-of-line helper would be the baseline SSE2 code.
+#define XF_VECTOR_CLONES __attribute__((target_clones("avx2", "default"), flatten))
 #else
 #define XF_VECTOR_CLONES
 #endif
