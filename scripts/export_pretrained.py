@@ -13,17 +13,12 @@ files given with ``--eval`` (copied as they are).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP = ("format", "version", "config", "model", "step", "epoch", "best")
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main(argv=None) -> int:
@@ -35,6 +30,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from xrdflow import pretrained
+    from xrdflow._fileio import atomic_write_text, sha256_file
     from xrdflow.train.checkpoint import load_model, read_checkpoint, save_checkpoint
 
     ckpt = read_checkpoint(args.checkpoint)
@@ -47,17 +43,15 @@ def main(argv=None) -> int:
         "name": args.name,
         "command": args.command,
         "source_checkpoint": str(args.checkpoint),
-        "source_sha256": sha256(args.checkpoint),
-        "sha256": sha256(target),
+        "source_sha256": sha256_file(args.checkpoint),
+        "sha256": sha256_file(target),
         "step": int(ckpt["step"]),
         "best": ckpt.get("best"),
         "config": ckpt["config"],
         "evaluations": evaluations,
     }
     json_path = target.with_suffix(".json")
-    from xrdflow.train.config import atomic_write_bytes
-
-    atomic_write_bytes(json_path, (json.dumps(provenance, indent=1, default=str) + "\n").encode())
+    atomic_write_text(json_path, json.dumps(provenance, indent=1, default=str) + "\n")
     print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB) and {json_path}")
     return 0
 

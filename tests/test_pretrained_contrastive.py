@@ -4,14 +4,13 @@ It must load on its own (weights_only), match its provenance file, and retrieve 
 structures from their patterns far above chance: the bundled test split comes from the
 MP-20 test set, which its training run removed (leakage check in `xrdflow train`).
 """
-import hashlib
-
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("e3nn")
 
 from xrdflow import pretrained  # noqa: E402
+from xrdflow._fileio import sha256_file  # noqa: E402
 
 pytestmark = pytest.mark.skipif("contrastive" not in pretrained.available(),
                                 reason="no contrastive model shipped in this installation")
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.skipif("contrastive" not in pretrained.available(),
 def test_shipped_model_matches_its_provenance():
     path = pretrained.path("contrastive")
     meta = pretrained.provenance("contrastive")
-    assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert meta["sha256"] == sha256_file(path)
     assert meta["command"].startswith("xrdflow train --config configs/")
     from xrdflow.train import load_model
 
