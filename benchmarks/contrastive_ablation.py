@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", choices=sorted(VARIANTS), help="run only these variants")
     args = ap.parse_args(argv)
 
+    from xrdflow._fileio import atomic_write_text
     from xrdflow.data import bundled_dataset
     from xrdflow.evaluate.evaluation import evaluate
     from xrdflow.evaluate.gallery import gallery_from_structures
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
         minutes = (time.perf_counter() - t0) / 60
         metrics = evaluate(result.last_checkpoint, gallery, queries="realistic", seed=0, baselines=())
         rows.append((name, metrics, minutes))
-        (out / name / "eval_realistic.json").write_text(json.dumps(metrics, indent=1, default=str))
+        atomic_write_text(out / name / "eval_realistic.json", json.dumps(metrics, indent=1, default=str))
         print(f"{name}: top-1 {metrics['top1']:.3f}", file=sys.stderr)
     print(f"| variant ({args.steps} steps, bundled test, realistic queries) | top-1 % | top-3 % | top-5 % | "
           "top-10 % | training min |")
