@@ -134,6 +134,15 @@ py::array_t<double> sample_stream(uint64_t seed, uint64_t epoch, uint64_t index,
   return out;
 }
 
+py::array_t<double> pattern_noise(uint64_t seed, uint64_t epoch, uint64_t index, const py::object& lam, double read) {
+  const double* l = checked_array<double>(lam, "lam", {-1});
+  const auto n = length(lam);
+  if (n > 10'000'000) throw py::value_error("at most 1e7 means");
+  py::array_t<double> out(n);
+  xrdflow::pattern_counting_noise(seed, epoch, index, l, static_cast<int>(n), read, out.mutable_data());
+  return out;
+}
+
 }  // namespace
 
 void add_augment(py::module_& m) {
@@ -145,6 +154,10 @@ void add_augment(py::module_& m) {
         "Names of the columns of the parameter array returned by render_augmented.");
   m.def("philox4x32_10", &philox, py::arg("c0"), py::arg("c1"), py::arg("c2"), py::arg("c3"), py::arg("k0"),
         py::arg("k1"), "One Philox4x32-10 block (for known-answer tests).");
+  m.def("pattern_noise", &pattern_noise, py::arg("seed"), py::arg("epoch"), py::arg("index"), py::arg("lam"),
+        py::arg("read") = 0.0,
+        "Counting noise Poisson(lam) + N(0, read^2) for every point of lam, drawn as render_augmented draws the "
+        "noise of sample `index` (for statistical tests of that path).");
   m.def("sample_stream", &sample_stream, py::arg("seed"), py::arg("epoch"), py::arg("index"), py::arg("kind"),
         py::arg("parameter") = 0.0, py::arg("count") = 1,
         "The first `count` draws (uniform, normal, or poisson with mean `parameter`) of the stream keyed by "

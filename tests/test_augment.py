@@ -217,6 +217,49 @@ def test_poisson_generator_statistics():
     assert z.mean() == pytest.approx(0, abs=0.01) and z.std() == pytest.approx(1, abs=0.01)
 
 
+@pytest.mark.parametrize("lam", [0.0, 0.3, 3.0, 12.5, 19.9, 20.5, 60.0])
+def test_pattern_noise_matches_the_poisson_distribution(lam):
+    """The per-point noise of augmented patterns (exact inversion below 20
+    counts, 8 points at a time; Cornish-Fisher above): a chi-square test of
+    200,000 draws against scipy's Poisson pmf, bins with < 20 expected merged
+    into the tails.  Fixed seeds: the test cannot flake."""
+    stats = pytest.importorskip("scipy.stats")
+    n = 200_000
+    x = _core.pattern_noise(11, 2, 5, np.full(n, lam), 0.0)
+    assert np.all(x == np.round(x)) and x.min() >= 0
+    if lam == 0.0:
+        assert np.all(x == 0)
+        return
+    k = np.arange(0, int(lam + 12 * math.sqrt(lam) + 12))
+    expected = stats.poisson.pmf(k, lam) * n
+    keep = expected >= 20
+    lo, hi = k[keep][0], k[keep][-1]
+    observed = np.bincount(np.clip(x.astype(int), lo, hi) - lo, minlength=hi - lo + 1)
+    exp_bins = stats.poisson.pmf(np.arange(lo, hi + 1), lam) * n
+    exp_bins[0] = stats.poisson.cdf(lo, lam) * n
+    exp_bins[-1] = stats.poisson.sf(hi - 1, lam) * n
+    chi2 = float(((observed - exp_bins) ** 2 / exp_bins).sum())
+    assert stats.chi2.sf(chi2, len(exp_bins) - 1) > 1e-3, (lam, chi2, len(exp_bins))
+
+
+def test_pattern_noise_read_noise_mixed_means_and_determinism():
+    n = 100_000
+    lam = np.tile([4.0, 25.0, 900.0, 0.5], n // 4)  # exact and Cornish-Fisher points interleaved
+    x = _core.pattern_noise(3, 0, 9, lam, 2.0)
+    for value in (4.0, 25.0, 900.0, 0.5):
+        sel = x[lam == value]
+        assert sel.mean() == pytest.approx(value, abs=4 * math.sqrt((value + 4) / sel.size))
+        assert sel.var() == pytest.approx(value + 4.0, rel=0.03)  # Poisson + read noise of sigma 2
+    assert np.any(x != np.round(x))  # read noise makes counts fractional
+    again = _core.pattern_noise(3, 0, 9, lam, 2.0)
+    assert again.tobytes() == x.tobytes()
+    assert _core.pattern_noise(3, 1, 9, lam, 2.0).tobytes() != x.tobytes()  # new epoch, new draws
+    with pytest.raises(ValueError, match="mean 1 must be in"):
+        _core.pattern_noise(3, 0, 9, np.array([1.0, -1.0]), 0.0)
+    with pytest.raises(ValueError, match="read noise"):
+        _core.pattern_noise(3, 0, 9, np.array([1.0]), float("nan"))
+
+
 def test_philox_known_answers():
     """Random123's published test vectors for Philox4x32-10."""
     assert _core.philox4x32_10(0, 0, 0, 0, 0, 0) == (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)

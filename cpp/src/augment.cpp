@@ -163,6 +163,8 @@ XF_VECTOR_CLONES void philox_words(const SampleRng& r, uint32_t first, int n_blo
 struct Scratch {
   std::vector<uint32_t> words;
   std::vector<double> a, b, c;
+  std::vector<float> lam, z;
+  std::vector<int> small;
   std::vector<double> d, w, acc;
   void fit(int n) {
     const size_t m = static_cast<size_t>(n) + 4;
@@ -171,6 +173,9 @@ struct Scratch {
       a.resize(m);
       b.resize(m);
       c.resize(m);
+      lam.resize(m);
+      z.resize(m);
+      small.resize(m);
     }
   }
 };
@@ -180,41 +185,86 @@ Scratch& scratch() {
   return s;
 }
 
+// poisson_inverse (augment.hpp) for kLanes points at once, same steps and
+// so the same values: every lane takes a step while any lane still searches,
+// and a lane's count grows only while its own u > cdf.
+constexpr int kPoissonLanes = 8;
+XF_VECTOR_CLONES void poisson_lanes(const double* __restrict__ lam, const double* __restrict__ u,
+                                    double* __restrict__ k_out) {
+  constexpr int L = kPoissonLanes;
+  double term[L], cdf[L];
+  int64_t k[L];
+  for (int l = 0; l < L; ++l) {
+    term[l] = exp_neg(lam[l]);
+    cdf[l] = term[l];
+    k[l] = 0;
+  }
+  for (int step = 1; step <= kPoissonMaxSteps; ++step) {
+    const double inv = 1.0 / step;
+    int64_t searching = 0;
+    for (int l = 0; l < L; ++l) {
+      const int64_t go = u[l] > cdf[l] ? 1 : 0;
+      searching |= go;
+      k[l] += go;
+      term[l] *= lam[l] * inv;
+      cdf[l] += term[l];
+    }
+    if (searching == 0) break;
+  }
+  for (int l = 0; l < L; ++l) k_out[l] = static_cast<double>(k[l]);
+}
+
 // acc[i] <- (Poisson(counts acc_i+) + N(0, read^2)) / counts for every point
-// (counting_noise, drawn from the per-point streams of augment.hpp).
+// (counting_noise of augment.hpp in passes over the pattern; point i draws
+// from word i of the sample's noise stream, see kNoiseStream).
 XF_VECTOR_CLONES void add_counting_noise(const SampleRng& rng, double counts, double read, int np, double* __restrict__ acc) {
   Scratch& sc = scratch();
   sc.fit(np);
   uint32_t* __restrict__ words = sc.words.data();
-  double* __restrict__ lam = sc.a.data();
-  double* __restrict__ z = sc.b.data();
+  float* __restrict__ lam = sc.lam.data();
+  float* __restrict__ z = sc.z.data();
+  int* __restrict__ small = sc.small.data();
   const int n_blocks = (np + 3) / 4;
   philox_words(rng, kNoiseStream, n_blocks, words);
   // Pass 1 (vector): means and the central normal deviates.
   for (int i = 0; i < np; ++i) {
-    lam[i] = counts * (acc[i] > 0.0 ? acc[i] : 0.0);
-    z[i] = inverse_normal_central(word_to_uniform(words[i]));
+    lam[i] = static_cast<float>(counts * (acc[i] > 0.0 ? acc[i] : 0.0));
+    z[i] = inverse_normal_central_f(word_to_uniform_f(words[i]));
   }
-  // Pass 2 (scalar, ~5 % of points): the tails of the normal.
-  constexpr uint32_t kTailWords = static_cast<uint32_t>(kNormalTail * 4294967296.0) + 16u;  // with a margin
+  // Pass 2 (scalar, ~5 % of points): the tails of the normal; and the points
+  // of the exact branch.
+  int n_small = 0;
   for (int i = 0; i < np; ++i) {
-    const uint32_t w = words[i];
-    if (w < kTailWords || w > ~kTailWords) {  // a superset of the tails; the exact test follows
-      const double p = word_to_uniform(w);
-      if (p < kNormalTail || p > 1.0 - kNormalTail) z[i] = inverse_normal_tail(p);
-    }
+    const float p = word_to_uniform_f(words[i]);
+    if (p < static_cast<float>(kNormalTail) || p > 1.0f - static_cast<float>(kNormalTail))
+      z[i] = static_cast<float>(inverse_normal_tail(p));
+    if (lam[i] < static_cast<float>(kPoissonExactBelow)) small[n_small++] = i;
   }
   // Pass 3 (vector): Cornish-Fisher everywhere (the small means are redone below).
-  const double read2 = read * read;
-  for (int i = 0; i < np; ++i) acc[i] = cornish_fisher(lam[i] > kPoissonExactBelow ? lam[i] : kPoissonExactBelow, read2, z[i]);
-  if (!(read > 0.0))
-    for (int i = 0; i < np; ++i) acc[i] = round_counts(acc[i]);
-  // Pass 4 (scalar): exact Poisson below kPoissonExactBelow, read noise from its own stream.
+  const float read2 = static_cast<float>(read * read);
+  const bool round = !(read > 0.0);
+  const double inv_counts = 1.0 / counts;
+  for (int i = 0; i < np; ++i) {
+    const float l = lam[i] > static_cast<float>(kPoissonExactBelow) ? lam[i] : static_cast<float>(kPoissonExactBelow);
+    z[i] = cornish_fisher_f(l, read2, z[i], round);
+  }
+  for (int i = 0; i < np; ++i) acc[i] = static_cast<double>(z[i]) * inv_counts;
+  // Pass 4: exact Poisson below kPoissonExactBelow, kPoissonLanes points at
+  // a time (the last group padded with lam = 0, which stops at once); read
+  // noise for them from the read-noise stream (same word, own block).
   Philox4x32 second{{0, 0, 0, 0}};
   int second_block = -1;
-  for (int i = 0; i < np; ++i) {
-    if (lam[i] < kPoissonExactBelow) {
-      double x = poisson_inverse(lam[i], word_to_uniform(words[i]));
+  for (int g = 0; g < n_small; g += kPoissonLanes) {
+    double lam_g[kPoissonLanes], u_g[kPoissonLanes], k_g[kPoissonLanes];
+    const int m = n_small - g < kPoissonLanes ? n_small - g : kPoissonLanes;
+    for (int l = 0; l < kPoissonLanes; ++l) {
+      lam_g[l] = l < m ? lam[small[g + l]] : 0.0;
+      u_g[l] = l < m ? word_to_uniform(words[small[g + l]]) : 0.5;
+    }
+    poisson_lanes(lam_g, u_g, k_g);
+    for (int l = 0; l < m; ++l) {
+      const int i = small[g + l];
+      double x = k_g[l];
       if (read > 0.0) {
         if (i / 4 != second_block) {
           second_block = i / 4;
@@ -222,11 +272,9 @@ XF_VECTOR_CLONES void add_counting_noise(const SampleRng& rng, double counts, do
         }
         x += read * inverse_normal_cdf(word_to_uniform(second.v[i % 4]));
       }
-      acc[i] = x;
+      acc[i] = x * inv_counts;
     }
   }
-  const double inv_counts = 1.0 / counts;
-  for (int i = 0; i < np; ++i) acc[i] *= inv_counts;
 }
 
 // acc[i] += base + scale sum_k c_k T_k(x_i), x the grid mapped onto [-1, 1]
@@ -458,6 +506,18 @@ void validate_augment(const CacheView& c, const AugmentConfig& cfg) {
   for (int t = 0; t < 2 * cfg.n_tubes; ++t)
     if (!(cfg.tubes[t] >= 0.0) || !std::isfinite(cfg.tubes[t]) || (t % 2 == 0 && cfg.tubes[t] == 0.0))
       fail("tube wavelengths must be positive (K-alpha2 may be 0 for none)");
+}
+
+void pattern_counting_noise(uint64_t seed, uint64_t epoch, uint64_t index, const double* lam, int n, double read,
+                            double* out) {
+  if (n < 1) fail("need at least one mean");
+  if (!(read >= 0.0) || !std::isfinite(read)) fail("read noise must be >= 0, got ", read);
+  for (int i = 0; i < n; ++i) {
+    if (!(lam[i] >= 0.0) || !(lam[i] < 1e12)) fail("mean ", i, " must be in [0, 1e12), got ", lam[i]);
+    out[i] = lam[i];
+  }
+  const SampleRng rng = make_sample_rng(seed, epoch, index);
+  add_counting_noise(rng, 1.0, read, n, out);
 }
 
 void render_augmented(const CacheView& c, const int64_t* indices, int64_t n, const AugmentConfig& cfg,

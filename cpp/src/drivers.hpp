@@ -178,6 +178,12 @@ struct AugmentConfig {
   double scale_lo = 1.0, scale_hi = 1.0;
 };
 
+// The per-point counting noise of an augmented pattern on its own: out[i] =
+// Poisson(lam[i]) + N(0, read^2), drawn exactly as render_augmented draws the
+// noise of sample `index` (for statistical tests of that path).
+void pattern_counting_noise(uint64_t seed, uint64_t epoch, uint64_t index, const double* lam, int n, double read,
+                            double* out);
+
 // Names of the per-sample parameters written by render_augmented, in order.
 const std::vector<std::string>& augment_parameter_names();
 

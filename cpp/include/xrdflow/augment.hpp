@@ -9,6 +9,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "common.hpp"
 #include "lattice.hpp"
@@ -134,18 +135,49 @@ XF_INLINE double normal(SampleRng& r) { return inverse_normal_cdf(uniform32(r));
 // so mean, variance, skewness and kurtosis match to O(1/lam); without read
 // noise the result is rounded to whole counts.
 constexpr double kPoissonExactBelow = 20.0;
+// Search steps of the exact branch: P(X > 200) for a mean below 20 is < 1e-100.
+constexpr int kPoissonMaxSteps = 200;
 
-// Poisson(lam) by inversion (sequential search) of the uniform u in (0, 1).
+// e^-x for 0 <= x <= 700 in plain arithmetic (no libm call, so that loops
+// over it vectorize and every clone gives the same bits): e^-x = 2^-n e^-r
+// with n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 split in
+// two parts as in fdlibm's exp, so n ln2_hi is exact), and e^-r by its Taylor
+// series to r^14 (truncation < 1e-17, so within 2 ulp of std::exp).
+// The caller keeps x in range (a clamp here stops GCC 12 from vectorizing loops over it).
+XF_INLINE double exp_neg(double x) {
+  constexpr double kInvLn2 = 1.44269504088896338700e+00, kLn2Hi = 6.93147180369123816490e-01,
+                   kLn2Lo = 1.90821492927058770002e-10;
+  constexpr double kShifter = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer in the low bits
+  const double t = x * kInvLn2 + kShifter;
+  const double n = t - kShifter;
+  const double r = (x - n * kLn2Hi) - n * kLn2Lo;
+  // e^-r = sum_k (-r)^k / k!, k = 0..14, by Horner (written out: a loop here would stop the vectorizer).
+  const double m = -r;
+  const double p =
+      ((((((((((((((1.0 / 87178291200.0) * m + 1.0 / 6227020800.0) * m + 1.0 / 479001600.0) * m +
+                 1.0 / 39916800.0) * m + 1.0 / 3628800.0) * m + 1.0 / 362880.0) * m + 1.0 / 40320.0) * m +
+              1.0 / 5040.0) * m + 1.0 / 720.0) * m + 1.0 / 120.0) * m + 1.0 / 24.0) * m + 1.0 / 6.0) * m + 0.5) *
+           m + 1.0) * m + 1.0;
+  // 2^-n from the exponent bits: n = (bits of t) - (bits of kShifter), 0 <= n <= 1010.
+  uint64_t t_bits, shifter_bits;
+  std::memcpy(&t_bits, &t, sizeof t);
+  constexpr double shifter = kShifter;
+  std::memcpy(&shifter_bits, &shifter, sizeof shifter);
+  const uint64_t scale_bits = (static_cast<uint64_t>(1023) - (t_bits - shifter_bits)) << 52;
+  double scale;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
+  return p * scale;
+}
+
+// Poisson(lam) by inversion (sequential search) of the uniform u in (0, 1):
+// the smallest k with u <= P(X <= k).  poisson_lanes (augment.cpp) runs the
+// same steps on several points at once and gives the same values.
 XF_INLINE double poisson_inverse(double lam, double u) {
-  double term = std::exp(-lam), cdf = term;
+  double term = exp_neg(lam), cdf = term;
   int k = 0;
-  while (u > cdf && k < 200) {
+  while (u > cdf && k < kPoissonMaxSteps) {
     ++k;
-    // 1/k from a table for the usual terms: a division costs ~5x a product.
-    const double inverse[17] = {0.0,       1.0,       1.0 / 2,  1.0 / 3,  1.0 / 4,  1.0 / 5,
-                                1.0 / 6,   1.0 / 7,   1.0 / 8,  1.0 / 9,  1.0 / 10, 1.0 / 11,
-                                1.0 / 12,  1.0 / 13,  1.0 / 14, 1.0 / 15, 1.0 / 16};
-    term *= k <= 16 ? lam * inverse[k] : lam / k;
+    term *= lam * (1.0 / k);
     cdf += term;
   }
   return static_cast<double>(k);
@@ -163,6 +195,44 @@ XF_INLINE double cornish_fisher(double lam, double read2, double z) {
   const double a = lam * r, b = a * r * s, c = a * b;
   return lam + s * z + a * (1.0 / 6.0) * (z2 - 1.0) + b * (1.0 / 24.0) * (z2 - 3.0) * z -
          c * (1.0 / 36.0) * (2.0 * z2 - 5.0) * z;
+}
+
+// Single precision for the per-point noise of whole patterns (augment.cpp):
+// patterns are float32, 24 bits are ample for noise, and a vector register
+// holds twice as many floats as doubles.
+
+// Uniform in (0, 1) from the top 23 bits of a word: (2 (w >> 9) + 1) 2^-24, exact in a float.
+XF_INLINE float word_to_uniform_f(uint32_t w) {
+  return static_cast<float>(static_cast<int32_t>((w >> 9) * 2u + 1u)) * (1.0f / 16777216.0f);
+}
+
+// inverse_normal_central in single precision (same coefficients).
+XF_INLINE float inverse_normal_central_f(float p) {
+  const float q = p - 0.5f, t = q * q;
+  return (((((-3.969683028665376e+01f * t + 2.209460984245205e+02f) * t - 2.759285104469687e+02f) * t +
+            1.383577518672690e+02f) * t - 3.066479806614716e+01f) * t + 2.506628277459239e+00f) * q /
+         (((((-5.447609879822406e+01f * t + 1.615858368580409e+02f) * t - 1.556989798598866e+02f) * t +
+            6.680131188771972e+01f) * t - 1.328068155288572e+01f) * t + 1.0f);
+}
+
+// cornish_fisher in single precision; without read noise (round = true) the
+// value is rounded to whole counts (>= 0; above 2^23 every float is whole).
+XF_INLINE float cornish_fisher_f(float lam, float read2, float z, bool round) {
+  const float z2 = z * z;
+  const float var = lam + read2, s = std::sqrt(var), r = 1.0f / var;
+  const float a = lam * r, b = a * r * s, c = a * b;
+  float x = lam + s * z + a * (1.0f / 6.0f) * (z2 - 1.0f) + b * (1.0f / 24.0f) * (z2 - 3.0f) * z -
+            c * (1.0f / 36.0f) * (2.0f * z2 - 5.0f) * z;
+  if (round) {
+    // Round [0, 2^23] half up through int32, and add back what lies above 2^23 (whole already);
+    // no select on the result, so that loops over it vectorize.
+    float clamped = x < 8388608.0f ? x : 8388608.0f;
+    clamped = clamped > 0.0f ? clamped : 0.0f;
+    const float whole = static_cast<float>(static_cast<int32_t>(clamped + 0.5f));  // 2^23 + 0.5 rounds to 2^23
+    const float above = x - 8388608.0f;
+    x = whole + (above > 0.0f ? above : 0.0f);
+  }
+  return x;
 }
 
 // Whole counts of a Cornish-Fisher value without read noise.
