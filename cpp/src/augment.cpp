@@ -161,7 +161,7 @@ XF_VECTOR_CLONES void philox_words(const SampleRng& r, uint32_t first, int n_blo
 
 // Scratch arrays of one thread, reused across samples (no allocation per pattern).
 struct Scratch {
-  std::vector<uint32_t> words;
+  std::vector<uint32_t> words, read_words;
   std::vector<double> a, b, c;
   std::vector<float> lam, z;
   std::vector<int> small;
@@ -170,6 +170,7 @@ struct Scratch {
     const size_t m = static_cast<size_t>(n) + 4;
     if (words.size() < m) {
       words.resize(m);
+      read_words.resize(m);
       a.resize(m);
       b.resize(m);
       c.resize(m);
@@ -185,33 +186,45 @@ Scratch& scratch() {
   return s;
 }
 
-// poisson_inverse (augment.hpp) for kLanes points at once, same steps and
-// so the same values: every lane takes a step while any lane still searches,
-// and a lane's count grows only while its own u > cdf.
+// poisson_inverse (augment.hpp) for kPoissonLanes points at once, same steps
+// and so the same values: a lane's count grows only while its own u > cdf,
+// and steps are taken eight at a time while any lane still searches (the
+// extra steps leave finished lanes' counts alone).  Written with GCC/Clang
+// vector types (two vectors of four doubles: AVX2 registers in the AVX2
+// clone, pairs of SSE2 registers otherwise), since the auto-vectorizer
+// leaves this loop nest scalar.
 constexpr int kPoissonLanes = 8;
+static_assert(kPoissonMaxSteps % 8 == 0, "steps come in blocks of eight");
+typedef double Double4 __attribute__((vector_size(32)));
+typedef int64_t Int4 __attribute__((vector_size(32)));
 XF_VECTOR_CLONES void poisson_lanes(const double* __restrict__ lam, const double* __restrict__ u,
                                     double* __restrict__ k_out) {
-  constexpr int L = kPoissonLanes;
-  double term[L], cdf[L];
-  int64_t k[L];
-  for (int l = 0; l < L; ++l) {
-    term[l] = exp_neg(lam[l]);
-    cdf[l] = term[l];
-    k[l] = 0;
-  }
-  for (int step = 1; step <= kPoissonMaxSteps; ++step) {
-    const double inv = 1.0 / step;
-    int64_t searching = 0;
-    for (int l = 0; l < L; ++l) {
-      const int64_t go = u[l] > cdf[l] ? 1 : 0;
-      searching |= go;
-      k[l] += go;
-      term[l] *= lam[l] * inv;
-      cdf[l] += term[l];
+  Double4 lam_v[2], u_v[2], term[2], cdf[2], k[2];
+  for (int h = 0; h < 2; ++h) {
+    for (int l = 0; l < 4; ++l) {
+      lam_v[h][l] = lam[4 * h + l];
+      u_v[h][l] = u[4 * h + l];
+      term[h][l] = exp_neg(lam[4 * h + l]);
     }
-    if (searching == 0) break;
+    cdf[h] = term[h];
+    k[h] = Double4{0.0, 0.0, 0.0, 0.0};
   }
-  for (int l = 0; l < L; ++l) k_out[l] = static_cast<double>(k[l]);
+  const Int4 one_bits = (Int4)(Double4{1.0, 1.0, 1.0, 1.0});
+  for (int first = 1; first <= kPoissonMaxSteps; first += 8) {
+    for (int step = first; step < first + 8; ++step) {
+      const double inv = 1.0 / step;
+      for (int h = 0; h < 2; ++h) {
+        const Int4 go = u_v[h] > cdf[h];      // all bits set where the lane still searches, else 0
+        k[h] += (Double4)(go & one_bits);     // the bits of 1.0 where searching, of 0.0 elsewhere
+        term[h] *= lam_v[h] * inv;
+        cdf[h] += term[h];
+      }
+    }
+    const Int4 searching = (u_v[0] > cdf[0]) | (u_v[1] > cdf[1]);
+    if (!(searching[0] | searching[1] | searching[2] | searching[3])) break;
+  }
+  for (int h = 0; h < 2; ++h)
+    for (int l = 0; l < 4; ++l) k_out[4 * h + l] = k[h][l];
 }
 
 // acc[i] <- (Poisson(counts acc_i+) + N(0, read^2)) / counts for every point
@@ -250,58 +263,73 @@ XF_VECTOR_CLONES void add_counting_noise(const SampleRng& rng, double counts, do
   }
   for (int i = 0; i < np; ++i) acc[i] = static_cast<double>(z[i]) * inv_counts;
   // Pass 4: exact Poisson below kPoissonExactBelow, kPoissonLanes points at
-  // a time (the last group padded with lam = 0, which stops at once); read
-  // noise for them from the read-noise stream (same word, own block).
-  Philox4x32 second{{0, 0, 0, 0}};
-  int second_block = -1;
+  // a time (the last group padded with lam = 0, which stops at once), plus
+  // their read noise: point i takes word i % 4 of block kReadNoiseStream +
+  // i / 4, generated here in runs of blocks (gaps of a few blocks filled).
+  if (n_small == 0) return;
+  uint32_t* __restrict__ read_words = sc.read_words.data();
+  if (read > 0.0) {
+    constexpr int kMaxGap = 8;  // blocks: cheaper to fill than to start a new run
+    int run_first = small[0] / 4, run_last = run_first;
+    for (int j = 1; j <= n_small; ++j) {
+      const int b = j < n_small ? small[j] / 4 : -1;
+      if (b >= 0 && b <= run_last + kMaxGap) {
+        run_last = b;
+        continue;
+      }
+      philox_words(rng, kReadNoiseStream + static_cast<uint32_t>(run_first), run_last - run_first + 1,
+                   read_words + 4 * run_first);
+      run_first = run_last = b;
+    }
+  }
   for (int g = 0; g < n_small; g += kPoissonLanes) {
-    double lam_g[kPoissonLanes], u_g[kPoissonLanes], k_g[kPoissonLanes];
+    double lam_g[kPoissonLanes], u_g[kPoissonLanes], k_g[kPoissonLanes], z_g[kPoissonLanes];
     const int m = n_small - g < kPoissonLanes ? n_small - g : kPoissonLanes;
     for (int l = 0; l < kPoissonLanes; ++l) {
       lam_g[l] = l < m ? lam[small[g + l]] : 0.0;
       u_g[l] = l < m ? word_to_uniform(words[small[g + l]]) : 0.5;
     }
     poisson_lanes(lam_g, u_g, k_g);
-    for (int l = 0; l < m; ++l) {
-      const int i = small[g + l];
-      double x = k_g[l];
-      if (read > 0.0) {
-        if (i / 4 != second_block) {
-          second_block = i / 4;
-          second = stream_block(rng, kReadNoiseStream + static_cast<uint32_t>(second_block));
-        }
-        x += read * inverse_normal_cdf(word_to_uniform(second.v[i % 4]));
+    if (read > 0.0) {
+      for (int l = 0; l < kPoissonLanes; ++l) {
+        u_g[l] = l < m ? word_to_uniform(read_words[small[g + l]]) : 0.5;
+        z_g[l] = inverse_normal_central(u_g[l]);
       }
-      acc[i] = x * inv_counts;
+      for (int l = 0; l < m; ++l)
+        if (u_g[l] < kNormalTail || u_g[l] > 1.0 - kNormalTail) z_g[l] = inverse_normal_tail(u_g[l]);
+      for (int l = 0; l < m; ++l) k_g[l] += read * z_g[l];
     }
+    for (int l = 0; l < m; ++l) acc[small[g + l]] = k_g[l] * inv_counts;
   }
 }
 
 // acc[i] += base + scale sum_k c_k T_k(x_i), x the grid mapped onto [-1, 1]
 // (Chebyshev recurrence T_{k+1} = 2x T_k - T_{k-1}, one term at a time over
-// the whole grid so that the loops vectorize).
+// a chunk of the grid so that the loops vectorize and the chunk's arrays stay
+// in the L1 cache).
 XF_VECTOR_CLONES void add_chebyshev(const Grid& grid, const double* c, int order, double base, double scale, double* __restrict__ acc) {
-  const int np = grid.n;
-  Scratch& sc = scratch();
-  sc.fit(np);
-  double* __restrict__ x = sc.a.data();
-  double* __restrict__ t0 = sc.b.data();
-  double* __restrict__ t1 = sc.c.data();
-  const double x0 = grid.x[0], to_unit = 2.0 / (grid.x[np - 1] - grid.x[0]);
+  constexpr int kChunk = 256;
+  double x[kChunk], t0[kChunk], t1[kChunk];
+  const double x0 = grid.x[0], to_unit = 2.0 / (grid.x[grid.n - 1] - grid.x[0]);
   const double c0 = c[0], c1 = order > 1 ? c[1] : 0.0;
-  for (int i = 0; i < np; ++i) {
-    x[i] = (grid.x[i] - x0) * to_unit - 1.0;
-    t0[i] = 1.0;
-    t1[i] = x[i];
-    acc[i] += base + scale * (c0 + c1 * x[i]);
-  }
-  for (int k = 2; k < order; ++k) {
-    const double ck = scale * c[k];
-    for (int i = 0; i < np; ++i) {
-      const double t2 = 2.0 * x[i] * t1[i] - t0[i];
-      t0[i] = t1[i];
-      t1[i] = t2;
-      acc[i] += ck * t2;
+  for (int start = 0; start < grid.n; start += kChunk) {
+    const int len = grid.n - start < kChunk ? grid.n - start : kChunk;
+    const double* __restrict__ g = grid.x + start;
+    double* __restrict__ out = acc + start;
+    for (int i = 0; i < len; ++i) {
+      x[i] = (g[i] - x0) * to_unit - 1.0;
+      t0[i] = 1.0;
+      t1[i] = x[i];
+      out[i] += base + scale * (c0 + c1 * x[i]);
+    }
+    for (int k = 2; k < order; ++k) {
+      const double ck = scale * c[k];
+      for (int i = 0; i < len; ++i) {
+        const double t2 = 2.0 * x[i] * t1[i] - t0[i];
+        t0[i] = t1[i];
+        t1[i] = t2;
+        out[i] += ck * t2;
+      }
     }
   }
 }
