@@ -56,6 +56,37 @@ Grid make_grid(const RenderOptions& o) {
   return g;
 }
 
+namespace {
+
+// Peak parameters of reflections d[0..n) in one line (struct of arrays; the
+// restrict-qualified outputs let the loop vectorize): sin(theta) (>= 1:
+// beyond 2-theta = 180 deg, not drawn), cos(theta), area (integrated
+// intensity), TCH FWHM (deg) and eta, and the cutoffs of the two components.
+XF_VECTOR_CLONES void peak_table(const double* __restrict__ d, const double* __restrict__ weight, int64_t n,
+                                 double lambda, double line_weight, const ProfileParams profile, double cos2_2theta_m,
+                                 bool neutron, double cutoff_rel, double* __restrict__ sin_out,
+                                 double* __restrict__ cos_out, double* __restrict__ area_out,
+                                 double* __restrict__ fwhm_out, double* __restrict__ eta_out,
+                                 double* __restrict__ gauss_out, double* __restrict__ lorentz_out) {
+  for (int64_t i = 0; i < n; ++i) {
+    // Bragg: sin(theta) = lambda / 2d; every other trig value follows from it.
+    const double sin_raw = lambda / (2.0 * d[i]);
+    const double sin_t = sin_raw < 1.0 ? sin_raw : 0.5;  // any valid angle where nothing is drawn
+    const double cos_t = std::sqrt(1.0 - sin_t * sin_t);
+    const PeakShape shape = tch_shape_tc(sin_t / cos_t, cos_t, lambda, profile);
+    const Cutoffs cut = profile_cutoffs(shape.fwhm_deg, shape.eta, cutoff_rel);
+    sin_out[i] = sin_raw;
+    cos_out[i] = cos_t;
+    area_out[i] = line_weight * weight[i] * lorentz_polarization_sc(sin_t, cos_t, cos2_2theta_m, neutron);
+    fwhm_out[i] = shape.fwhm_deg;
+    eta_out[i] = shape.eta;
+    gauss_out[i] = cut.gauss;
+    lorentz_out[i] = cut.lorentz;
+  }
+}
+
+}  // namespace
+
 XF_VECTOR_CLONES void accumulate_lines(const Grid& grid, const double* d, const double* weight, int64_t n, const Lines& lines,
                       const ProfileParams& profile, const Placement& place, double cos2_2theta_m, bool neutron,
                       double cutoff_rel, double* acc) {
@@ -65,24 +96,35 @@ XF_VECTOR_CLONES void accumulate_lines(const Grid& grid, const double* d, const 
   thread_local std::vector<double> buffer;
   if (buffer.size() < static_cast<size_t>(grid.n) + 2) buffer.assign(grid.n + 2, 0.0);
   TailBuffer tails{buffer.data(), grid.n + 2, -1};
+  // Peak parameters of every (line, reflection), row line * n + i (peak_table;
+  // asin for the drawn peaks only, in peak_of).
+  thread_local std::vector<double> table;
+  const size_t rows = static_cast<size_t>(lines.n) * static_cast<size_t>(n);
+  if (table.size() < 7 * rows) table.resize(7 * rows);
+  double* __restrict__ t_sin = table.data();
+  double* __restrict__ t_cos = t_sin + rows;
+  double* __restrict__ t_area = t_cos + rows;
+  double* __restrict__ t_fwhm = t_area + rows;
+  double* __restrict__ t_eta = t_fwhm + rows;
+  double* __restrict__ t_gauss = t_eta + rows;
+  double* __restrict__ t_lorentz = t_gauss + rows;
+  for (int line = 0; line < lines.n; ++line) {
+    const size_t r0 = static_cast<size_t>(line) * static_cast<size_t>(n);
+    peak_table(d, weight, n, lines.wavelengths[line], lines.weights[line], profile, cos2_2theta_m, neutron,
+               cutoff_rel, t_sin + r0, t_cos + r0, t_area + r0, t_fwhm + r0, t_eta + r0, t_gauss + r0,
+               t_lorentz + r0);
+  }
   // The peak of reflection i in one line; false when it is not drawn.
   auto peak_of = [&](int64_t i, int line, PeakSpec& p) {
-    const double lambda = lines.wavelengths[line], line_weight = lines.weights[line];
-    if (line_weight == 0.0) return false;
-    // Bragg: sin(theta) = lambda / 2d; every other trig value follows from it.
-    const double sin_t = lambda / (2.0 * d[i]);
-    if (!(sin_t < 1.0) || weight[i] == 0.0) return false;
-    const double cos_t = std::sqrt(1.0 - sin_t * sin_t);
-    const double tt = 2.0 * std::asin(sin_t) * kDegPerRad;
-    const PeakShape shape = tch_shape_tc(sin_t / cos_t, cos_t, lambda, profile);
-    if (!(shape.fwhm_deg > 0.0)) return false;
+    const size_t r = static_cast<size_t>(line) * static_cast<size_t>(n) + static_cast<size_t>(i);
+    if (!(t_sin[r] < 1.0) || t_area[r] == 0.0 || !(t_fwhm[r] > 0.0)) return false;
+    const double tt = 2.0 * std::asin(t_sin[r]) * kDegPerRad;
     double centre = tt + place.zero_shift_deg;
-    if (place.displacement_mm != 0.0) centre += displacement_shift_deg(place.displacement_mm, place.radius_mm, cos_t);
-    const Cutoffs cut = profile_cutoffs(shape.fwhm_deg, shape.eta, cutoff_rel);
+    if (place.displacement_mm != 0.0) centre += displacement_shift_deg(place.displacement_mm, place.radius_mm, t_cos[r]);
+    const Cutoffs cut{t_gauss[r], t_lorentz[r]};
     const double reach = cut.gauss > cut.lorentz ? cut.gauss : cut.lorentz;
     if (centre + reach < lo || centre - reach > hi) return false;
-    const double area = line_weight * weight[i] * lorentz_polarization_sc(sin_t, cos_t, cos2_2theta_m, neutron);
-    p = PeakSpec{centre, area, shape.fwhm_deg, shape.eta, cut};
+    p = PeakSpec{centre, t_area[r], t_fwhm[r], t_eta[r], cut};
     return true;
   };
   // Reflection by reflection, so that the two lines of a doublet are drawn together (add_peak_pair).

@@ -13,6 +13,7 @@
 
 #include "common.hpp"
 #include "lattice.hpp"
+#include "vecmath.hpp"
 
 namespace xrdflow {
 
@@ -138,36 +139,8 @@ constexpr double kPoissonExactBelow = 20.0;
 // Search steps of the exact branch: P(X > 200) for a mean below 20 is < 1e-100.
 constexpr int kPoissonMaxSteps = 200;
 
-// e^-x for 0 <= x <= 700 in plain arithmetic (no libm call, so that loops
-// over it vectorize and every clone gives the same bits): e^-x = 2^-n e^-r
-// with n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 split in
-// two parts as in fdlibm's exp, so n ln2_hi is exact), and e^-r by its Taylor
-// series to r^14 (truncation < 1e-17, so within 2 ulp of std::exp).
-// The caller keeps x in range (a clamp here stops GCC 12 from vectorizing loops over it).
-XF_INLINE double exp_neg(double x) {
-  constexpr double kInvLn2 = 1.44269504088896338700e+00, kLn2Hi = 6.93147180369123816490e-01,
-                   kLn2Lo = 1.90821492927058770002e-10;
-  constexpr double kShifter = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer in the low bits
-  const double t = x * kInvLn2 + kShifter;
-  const double n = t - kShifter;
-  const double r = (x - n * kLn2Hi) - n * kLn2Lo;
-  // e^-r = sum_k (-r)^k / k!, k = 0..14, by Horner (written out: a loop here would stop the vectorizer).
-  const double m = -r;
-  const double p =
-      ((((((((((((((1.0 / 87178291200.0) * m + 1.0 / 6227020800.0) * m + 1.0 / 479001600.0) * m +
-                 1.0 / 39916800.0) * m + 1.0 / 3628800.0) * m + 1.0 / 362880.0) * m + 1.0 / 40320.0) * m +
-              1.0 / 5040.0) * m + 1.0 / 720.0) * m + 1.0 / 120.0) * m + 1.0 / 24.0) * m + 1.0 / 6.0) * m + 0.5) *
-           m + 1.0) * m + 1.0;
-  // 2^-n from the exponent bits: n = (bits of t) - (bits of kShifter), 0 <= n <= 1010.
-  uint64_t t_bits, shifter_bits;
-  std::memcpy(&t_bits, &t, sizeof t);
-  constexpr double shifter = kShifter;
-  std::memcpy(&shifter_bits, &shifter, sizeof shifter);
-  const uint64_t scale_bits = (static_cast<uint64_t>(1023) - (t_bits - shifter_bits)) << 52;
-  double scale;
-  std::memcpy(&scale, &scale_bits, sizeof scale);
-  return p * scale;
-}
+// e^-x for 0 <= x <= 700 (vecmath.hpp: no libm call, so loops over it vectorize).
+XF_INLINE double exp_neg(double x) { return exp_arith(-x); }
 
 // Poisson(lam) by inversion (sequential search) of the uniform u in (0, 1):
 // the smallest k with u <= P(X <= k).  poisson_lanes (augment.cpp) runs the

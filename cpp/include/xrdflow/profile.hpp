@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "common.hpp"
+#include "vecmath.hpp"
 
 namespace xrdflow {
 
@@ -17,9 +18,12 @@ namespace xrdflow {
 // (sin theta = lambda / 2d); cos 2theta = 1 - 2 sin^2 theta.
 XF_INLINE double lorentz_polarization_sc(double sin_theta, double cos_theta, double cos2_2theta_m, bool neutron) {
   const double lorentz = 1.0 / (sin_theta * sin_theta * cos_theta);
-  if (neutron) return lorentz;
   const double c2t = 1.0 - 2.0 * sin_theta * sin_theta;
-  return lorentz * (1.0 + c2t * c2t * cos2_2theta_m) / (1.0 + cos2_2theta_m);
+  const double polarization = (1.0 + c2t * c2t * cos2_2theta_m) / (1.0 + cos2_2theta_m);
+  // Exactly lorentz * polarization for X-rays (pol - 1 is exact for pol in [0.5, 2]) and lorentz for
+  // neutrons, without a select on the flag (GCC 12 would not vectorize loops over peaks with one).
+  const double polarized = neutron ? 0.0 : 1.0;
+  return lorentz * (1.0 + polarized * (polarization - 1.0));
 }
 
 XF_INLINE double lorentz_polarization(double two_theta_deg, double cos2_2theta_m, bool neutron) {
@@ -49,23 +53,27 @@ struct PeakShape {
 // (Lorentzian); Stokes-Wilson strain: H_strain = 4 epsilon tan theta (Gaussian,
 // in quadrature); both converted from radians to degrees.
 XF_INLINE PeakShape tch_shape_tc(double t, double c, double wavelength_angstrom, const ProfileParams& p) {
-  double hg2 = p.u * t * t + p.v * t + p.w;
-  if (p.microstrain > 0.0) {
-    const double hs = 4.0 * p.microstrain * t * kDegPerRad;
-    hg2 += hs * hs;
-  }
-  const double hg = hg2 > 0.0 ? std::sqrt(hg2) : 0.0;
-  double hl = p.x * t + p.y / c;
-  if (p.size_angstrom > 0.0) hl += p.scherrer_k * wavelength_angstrom / (p.size_angstrom * c) * kDegPerRad;
-  if (hl < 0.0) hl = 0.0;
+  // Branch-free (no strain or size adds exactly zero; every select's condition used once, which is
+  // what GCC 12 needs to vectorize loops over peaks).
+  const double strain = p.microstrain > 0.0 ? p.microstrain : 0.0;
+  const double hs = 4.0 * strain * t * kDegPerRad;
+  const double hg2 = p.u * t * t + p.v * t + p.w + hs * hs;
+  const double hg = std::sqrt(hg2 > 0.0 ? hg2 : 0.0);
+  const double size_inv = p.size_angstrom > 0.0 ? 1.0 / p.size_angstrom : 0.0;
+  double hl = p.x * t + p.y / c + p.scherrer_k * wavelength_angstrom * size_inv / c * kDegPerRad;
+  hl = hl > 0.0 ? hl : 0.0;
   const double g2 = hg * hg, l2 = hl * hl;
   const double h5 = g2 * g2 * hg + 2.69269 * g2 * g2 * hl + 2.42843 * g2 * hg * l2 + 4.47163 * g2 * l2 * hl +
                     0.07842 * hg * l2 * l2 + l2 * l2 * hl;
   PeakShape s;
-  s.fwhm_deg = std::pow(h5, 0.2);
-  const double q = s.fwhm_deg > 0.0 ? hl / s.fwhm_deg : 0.0;
-  double eta = 1.36603 * q - 0.47719 * q * q + 0.11116 * q * q * q;
-  s.eta = eta < 0.0 ? 0.0 : (eta > 1.0 ? 1.0 : eta);
+  // H = h5^(1/5) through exp_arith / log_arith (vecmath.hpp); + 1e-300 keeps the log's argument
+  // normal and leaves any h5 above 1e-284 unchanged.
+  const double root = exp_arith(0.2 * log_arith(h5 + 1e-300));
+  s.fwhm_deg = h5 > 0.0 ? root : 0.0;
+  const double q = hl / (s.fwhm_deg + 1e-300);  // 0 when both widths are 0
+  // eta(q) rises from 0 at q = 0 to 1 at q = 1 (H >= H_L); the clamp catches rounding.
+  const double eta = 1.36603 * q - 0.47719 * q * q + 0.11116 * q * q * q;
+  s.eta = eta < 1.0 ? eta : 1.0;
   return s;
 }
 
@@ -87,16 +95,19 @@ struct Cutoffs {
 };
 
 XF_INLINE Cutoffs profile_cutoffs(double fwhm, double eta, double rel) {
-  const double g0 = 2.0 * std::sqrt(kLn2 / kPi) / fwhm;
-  const double l0 = 2.0 / (kPi * fwhm);
+  // Branch-free, so that loops over peaks vectorize; + 1e-300 keeps a zero width finite and leaves
+  // any width above 1e-284 unchanged.
+  const double h = fwhm + 1e-300;
+  const double g0 = 2.0 * std::sqrt(kLn2 / kPi) / h;
+  const double l0 = 2.0 / (kPi * h);
   const double level = 0.5 * rel * (eta * l0 + (1.0 - eta) * g0);
-  Cutoffs c{0.0, 0.0};
-  if (eta > 0.0) {
-    const double r = eta * l0 / level - 1.0;
-    if (r > 0.0) c.lorentz = 0.5 * fwhm * std::sqrt(r);
-  }
-  const double gpeak = (1.0 - eta) * g0;
-  if (gpeak > level) c.gauss = 0.5 * fwhm * std::sqrt(std::log(gpeak / level) / kLn2);
+  Cutoffs c;
+  // Lorentzian part eta l0 / (1 + 4x^2/H^2) = level at x = H/2 sqrt(eta l0 / level - 1); none if <= 0.
+  const double r = eta * l0 / level - 1.0;
+  c.lorentz = 0.5 * h * std::sqrt(r > 0.0 ? r : 0.0);
+  // Gaussian part (1 - eta) g0 exp(-4 ln2 x^2 / H^2) = level; none (log 1 = 0) if it starts below.
+  const double ratio = (1.0 - eta) * g0 / level;
+  c.gauss = 0.5 * h * std::sqrt(log_arith(ratio > 1.0 ? ratio : 1.0) / kLn2);
   return c;
 }
 
