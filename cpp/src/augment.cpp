@@ -164,7 +164,7 @@ struct Scratch {
   std::vector<uint32_t> words, read_words;
   std::vector<double> a, b, c;
   std::vector<float> lam, z;
-  std::vector<int> small;
+  std::vector<int> small, exact;
   std::vector<double> d, w, acc;
   void fit(int n) {
     const size_t m = static_cast<size_t>(n) + 4;
@@ -177,6 +177,7 @@ struct Scratch {
       lam.resize(m);
       z.resize(m);
       small.resize(m);
+      exact.resize(m);
     }
   }
 };
@@ -237,31 +238,36 @@ XF_VECTOR_CLONES void add_counting_noise(const SampleRng& rng, double counts, do
   float* __restrict__ lam = sc.lam.data();
   float* __restrict__ z = sc.z.data();
   int* __restrict__ small = sc.small.data();
+  int* __restrict__ exact = sc.exact.data();
   const int n_blocks = (np + 3) / 4;
   philox_words(rng, kNoiseStream, n_blocks, words);
-  // Pass 1 (vector): means and the central normal deviates.
-  for (int i = 0; i < np; ++i) {
-    lam[i] = static_cast<float>(counts * (acc[i] > 0.0 ? acc[i] : 0.0));
-    z[i] = inverse_normal_central_f(word_to_uniform_f(words[i]));
-  }
-  // Pass 2 (scalar, ~5 % of points): the tails of the normal; and the points
-  // of the exact branch.
-  int n_small = 0;
-  for (int i = 0; i < np; ++i) {
-    const float p = word_to_uniform_f(words[i]);
-    if (p < static_cast<float>(kNormalTail) || p > 1.0f - static_cast<float>(kNormalTail))
-      z[i] = static_cast<float>(inverse_normal_tail(p));
-    if (lam[i] < static_cast<float>(kPoissonExactBelow)) small[n_small++] = i;
-  }
-  // Pass 3 (vector): Cornish-Fisher everywhere (the small means are redone below).
+  // Pass 1 (vector): means, and which take the exact branch.
+  for (int i = 0; i < np; ++i) lam[i] = static_cast<float>(counts * (acc[i] > 0.0 ? acc[i] : 0.0));
+  for (int i = 0; i < np; ++i) exact[i] = lam[i] < static_cast<float>(kPoissonExactBelow) ? 1 : 0;
+  // Pass 2 (vector): normal deviates, then Cornish-Fisher everywhere (the small means are redone
+  // below); two loops, since GCC 12 vectorizes each but not the two in one.
+  for (int i = 0; i < np; ++i) z[i] = inverse_normal_f(word_to_uniform_f(words[i]));
   const float read2 = static_cast<float>(read * read);
   const bool round = !(read > 0.0);
-  const double inv_counts = 1.0 / counts;
   for (int i = 0; i < np; ++i) {
     const float l = lam[i] > static_cast<float>(kPoissonExactBelow) ? lam[i] : static_cast<float>(kPoissonExactBelow);
     z[i] = cornish_fisher_f(l, read2, z[i], round);
   }
+  const double inv_counts = 1.0 / counts;
   for (int i = 0; i < np; ++i) acc[i] = static_cast<double>(z[i]) * inv_counts;
+  // Pass 3: the points of the exact branch, compacted without a branch, in
+  // chunks of 64 skipped when they hold none (a vectorized integer sum).
+  int n_small = 0;
+  for (int start = 0; start < np; start += 64) {
+    const int end = start + 64 < np ? start + 64 : np;
+    int any = 0;
+    for (int i = start; i < end; ++i) any += exact[i];
+    if (any == 0) continue;
+    for (int i = start; i < end; ++i) {
+      small[n_small] = i;
+      n_small += exact[i];
+    }
+  }
   // Pass 4: exact Poisson below kPoissonExactBelow, kPoissonLanes points at
   // a time (the last group padded with lam = 0, which stops at once), plus
   // their read noise: point i takes word i % 4 of block kReadNoiseStream +

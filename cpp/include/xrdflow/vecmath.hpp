@@ -68,4 +68,21 @@ XF_INLINE double log_arith(double x) {
   return e * kLn2Hi + (e * kLn2Lo + series);
 }
 
+// log_arith in single precision (for per-point noise): the same reduction
+// with float bits, the series to s^9 (truncation below 1e-9, under float's
+// rounding).
+XF_INLINE float log_arith_f(float x) {
+  constexpr uint32_t kOffset = 0x3F800000u - 0x3F3504F3u;  // 1.0f minus sqrt(1/2)f, in bits
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  const uint32_t biased_e = (b + kOffset) >> 23;  // e + 127
+  const uint32_t m_bits = b - ((biased_e - 127u) << 23);
+  float m;
+  std::memcpy(&m, &m_bits, sizeof m);
+  const float e = static_cast<float>(static_cast<int32_t>(biased_e) - 127);
+  const float s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
+  const float series = ((((2.0f / 9.0f) * s2 + 2.0f / 7.0f) * s2 + 2.0f / 5.0f) * s2 + 2.0f / 3.0f) * s2 * s + 2.0f * s;
+  return e * 0.693147182f + series;
+}
+
 }  // namespace xrdflow
