@@ -191,17 +191,20 @@ Scratch& scratch() {
 // and so the same values: a lane's count grows only while its own u > cdf,
 // and steps are taken eight at a time while any lane still searches (the
 // extra steps leave finished lanes' counts alone).  Written with GCC/Clang
-// vector types (two vectors of four doubles: AVX2 registers in the AVX2
-// clone, pairs of SSE2 registers otherwise), since the auto-vectorizer
-// leaves this loop nest scalar.
-constexpr int kPoissonLanes = 8;
+// vector types (four vectors of four doubles: AVX2 registers in the AVX2 and
+// AVX-512 clones, pairs of SSE2 registers otherwise), since the
+// auto-vectorizer leaves this loop nest scalar; four independent vectors so
+// that the multiply-add chains of consecutive steps overlap.
+constexpr int kPoissonLanes = 16;
+constexpr int kPoissonVectors = kPoissonLanes / 4;
 static_assert(kPoissonMaxSteps % 8 == 0, "steps come in blocks of eight");
 typedef double Double4 __attribute__((vector_size(32)));
 typedef int64_t Int4 __attribute__((vector_size(32)));
 XF_VECTOR_CLONES void poisson_lanes(const double* __restrict__ lam, const double* __restrict__ u,
                                     double* __restrict__ k_out) {
-  Double4 lam_v[2], u_v[2], term[2], cdf[2], k[2];
-  for (int h = 0; h < 2; ++h) {
+  constexpr int V = kPoissonVectors;  // independent vectors: their dependent chains overlap
+  Double4 lam_v[V], u_v[V], term[V], cdf[V], k[V];
+  for (int h = 0; h < V; ++h) {
     for (int l = 0; l < 4; ++l) {
       lam_v[h][l] = lam[4 * h + l];
       u_v[h][l] = u[4 * h + l];
@@ -214,17 +217,18 @@ XF_VECTOR_CLONES void poisson_lanes(const double* __restrict__ lam, const double
   for (int first = 1; first <= kPoissonMaxSteps; first += 8) {
     for (int step = first; step < first + 8; ++step) {
       const double inv = 1.0 / step;
-      for (int h = 0; h < 2; ++h) {
+      for (int h = 0; h < V; ++h) {
         const Int4 go = u_v[h] > cdf[h];      // all bits set where the lane still searches, else 0
         k[h] += (Double4)(go & one_bits);     // the bits of 1.0 where searching, of 0.0 elsewhere
         term[h] *= lam_v[h] * inv;
         cdf[h] += term[h];
       }
     }
-    const Int4 searching = (u_v[0] > cdf[0]) | (u_v[1] > cdf[1]);
+    Int4 searching = u_v[0] > cdf[0];
+    for (int h = 1; h < V; ++h) searching |= u_v[h] > cdf[h];
     if (!(searching[0] | searching[1] | searching[2] | searching[3])) break;
   }
-  for (int h = 0; h < 2; ++h)
+  for (int h = 0; h < V; ++h)
     for (int l = 0; l < 4; ++l) k_out[4 * h + l] = k[h][l];
 }
 
@@ -271,7 +275,8 @@ XF_VECTOR_CLONES void add_counting_noise(const SampleRng& rng, double counts, do
   // Pass 4: exact Poisson below kPoissonExactBelow, kPoissonLanes points at
   // a time (the last group padded with lam = 0, which stops at once), plus
   // their read noise: point i takes word i % 4 of block kReadNoiseStream +
-  // i / 4, generated here in runs of blocks (gaps of a few blocks filled).
+  // i / 4, generated here in runs of blocks (gaps of a few blocks filled),
+  // and its normal deviate as in pass 2.
   if (n_small == 0) return;
   uint32_t* __restrict__ read_words = sc.read_words.data();
   if (read > 0.0) {
@@ -285,27 +290,24 @@ XF_VECTOR_CLONES void add_counting_noise(const SampleRng& rng, double counts, do
       }
       philox_words(rng, kReadNoiseStream + static_cast<uint32_t>(run_first), run_last - run_first + 1,
                    read_words + 4 * run_first);
+      // Their normal deviates (vector loop; z is free again: pass 2's values are in acc).
+      const int end = 4 * (run_last + 1) < np ? 4 * (run_last + 1) : np;
+      for (int i = 4 * run_first; i < end; ++i) z[i] = inverse_normal_f(word_to_uniform_f(read_words[i]));
       run_first = run_last = b;
     }
   }
   for (int g = 0; g < n_small; g += kPoissonLanes) {
-    double lam_g[kPoissonLanes], u_g[kPoissonLanes], k_g[kPoissonLanes], z_g[kPoissonLanes];
+    double lam_g[kPoissonLanes], u_g[kPoissonLanes], k_g[kPoissonLanes];
     const int m = n_small - g < kPoissonLanes ? n_small - g : kPoissonLanes;
     for (int l = 0; l < kPoissonLanes; ++l) {
       lam_g[l] = l < m ? lam[small[g + l]] : 0.0;
       u_g[l] = l < m ? word_to_uniform(words[small[g + l]]) : 0.5;
     }
     poisson_lanes(lam_g, u_g, k_g);
-    if (read > 0.0) {
-      for (int l = 0; l < kPoissonLanes; ++l) {
-        u_g[l] = l < m ? word_to_uniform(read_words[small[g + l]]) : 0.5;
-        z_g[l] = inverse_normal_central(u_g[l]);
-      }
-      for (int l = 0; l < m; ++l)
-        if (u_g[l] < kNormalTail || u_g[l] > 1.0 - kNormalTail) z_g[l] = inverse_normal_tail(u_g[l]);
-      for (int l = 0; l < m; ++l) k_g[l] += read * z_g[l];
+    for (int l = 0; l < m; ++l) {
+      const int i = small[g + l];
+      acc[i] = (read > 0.0 ? k_g[l] + read * static_cast<double>(z[i]) : k_g[l]) * inv_counts;
     }
-    for (int l = 0; l < m; ++l) acc[small[g + l]] = k_g[l] * inv_counts;
   }
 }
 
