@@ -83,6 +83,29 @@ void draw_phase(const CacheView& c, int64_t s, const AugmentConfig& cfg, double 
   const Metric gs = symmetrized_metric(reciprocal_metric(direct_metric(strained)), laue, n_laue);
   const double pref[3] = {static_cast<double>(dir[0]), static_cast<double>(dir[1]), static_cast<double>(dir[2])};
   const double pref_len2 = metric_dot(gs, pref, pref);
+  // Texture averages the March-Dollase factor over the symmetry-equivalent
+  // reflections R^T h that one peak holds: (R^T h) . G* p = h . (R w) with
+  // w = G* p, so each operation becomes a vector v = R w, once per sample.
+  // -R gives -v and the same factor, so with the inversion in the group (a
+  // Laue group has it) the proper rotations alone give the same average.
+  double vx[48], vy[48], vz[48];
+  int n_ops = 0;
+  if (textured && pref_len2 > 0.0) {
+    const double w[3] = {gs.g11 * pref[0] + gs.g12 * pref[1] + gs.g13 * pref[2],
+                         gs.g12 * pref[0] + gs.g22 * pref[1] + gs.g23 * pref[2],
+                         gs.g13 * pref[0] + gs.g23 * pref[1] + gs.g33 * pref[2]};
+    int n_proper = 0;
+    for (int k = 0; k < n_laue; ++k) n_proper += determinant(laue[k]) > 0 ? 1 : 0;
+    const bool proper_only = 2 * n_proper == n_laue;
+    for (int k = 0; k < n_laue; ++k) {
+      if (proper_only && determinant(laue[k]) < 0) continue;
+      const int* m = laue[k].m;
+      vx[n_ops] = m[0] * w[0] + m[1] * w[1] + m[2] * w[2];
+      vy[n_ops] = m[3] * w[0] + m[4] * w[1] + m[5] * w[2];
+      vz[n_ops] = m[6] * w[0] + m[7] * w[1] + m[8] * w[2];
+      ++n_ops;
+    }
+  }
 
   const int64_t i0 = c.refl.offsets[s], n = c.refl.offsets[s + 1] - i0;
   const size_t first = d_out.size();
@@ -94,16 +117,16 @@ void draw_phase(const CacheView& c, int64_t s, const AugmentConfig& cfg, double 
     double w = c.refl.multiplicity[i] * c.refl.f2[i];
     if (b_extra != 0.0) w *= std::exp(-2.0 * b_extra * 0.25 * q2);  // |F|^2 carries exp(-2 B s^2)
     double texture = 1.0;
-    if (textured && pref_len2 > 0.0) {
-      // Average over the symmetry-equivalent reflections that one peak holds.
-      double sum = 0.0;
-      for (int k = 0; k < n_laue; ++k) {
-        const Miller m = act_on_hkl(laue[k], h);
-        const double hv[3] = {static_cast<double>(m.h), static_cast<double>(m.k), static_cast<double>(m.l)};
-        const double dot = metric_dot(gs, hv, pref);
-        sum += march_dollase(dot * dot / (q2 * pref_len2), r);
+    if (n_ops > 0) {
+      const double hx = h.h, hy = h.k, hz = h.l, inv_norm = 1.0 / (q2 * pref_len2);
+      double factor[48];
+      for (int k = 0; k < n_ops; ++k) {  // vectorizes; the sum below keeps its order
+        const double dot = hx * vx[k] + hy * vy[k] + hz * vz[k];
+        factor[k] = march_dollase(dot * dot * inv_norm, r);
       }
-      texture = sum / n_laue;
+      double sum = 0.0;
+      for (int k = 0; k < n_ops; ++k) sum += factor[k];
+      texture = sum / n_ops;
     }
     // Total intensity is conserved: weigh by what the primary line records.
     const double sin_t = lambda1 / (2.0 * d);
