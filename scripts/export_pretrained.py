@@ -2,10 +2,14 @@
 
     python scripts/export_pretrained.py runs/contrastive_cpu/last.pt --name contrastive \
         --command "xrdflow train --config configs/contrastive_cpu.yaml" [--eval runs/eval/*.json]
+    python scripts/export_pretrained.py runs/classifier_full/last.pt --name classifier \
+        --command "xrdflow classifier train --config configs/classifier_full.yaml" \
+        --eval benchmarks/results/classifier_full_eval.json
 
-Writes python/xrdflow/pretrained/NAME.pt (the ``xrdflow train`` checkpoint
-without optimizer, scheduler and RNG state, so a few MB; read by
-``xrdflow.train.load_model`` with ``torch.load(weights_only=True)``) and
+Writes python/xrdflow/pretrained/NAME.pt (the checkpoint of ``xrdflow train``
+or ``xrdflow classifier train`` without optimizer, scheduler and RNG state, so
+a few MB; read back with ``torch.load(weights_only=True)`` by
+``xrdflow.train.load_model`` or ``xrdflow.classify.load_classifier``) and
 NAME.json beside it: the config, the command, the training step, the sha256
 of the source checkpoint and of the shipped file, and the evaluation JSON
 files given with ``--eval`` (copied as they are).
@@ -19,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP = ("format", "version", "config", "model", "step", "epoch", "best")
+# what a classifier checkpoint records beside those (its last validation and training set)
+KEEP_CLASSIFIER = ("last_val", "n_train", "train_ids_sha256", "torch_version")
 
 
 def main(argv=None) -> int:
@@ -29,15 +35,18 @@ def main(argv=None) -> int:
     ap.add_argument("--eval", nargs="*", type=Path, default=[], help="evaluation JSON files to record")
     args = ap.parse_args(argv)
 
-    from xrdflow import pretrained
+    from xrdflow import classify, pretrained
     from xrdflow._fileio import atomic_write_text, sha256_file
     from xrdflow.train.checkpoint import load_model, read_checkpoint, save_checkpoint
 
-    ckpt = read_checkpoint(args.checkpoint)
-    slim = {key: ckpt[key] for key in KEEP if key in ckpt}
+    try:
+        ckpt, keep, load = classify.read_checkpoint(args.checkpoint), KEEP + KEEP_CLASSIFIER, classify.load_classifier
+    except ValueError:  # not a classifier: a contrastive checkpoint, or read_checkpoint says what is wrong
+        ckpt, keep, load = read_checkpoint(args.checkpoint), KEEP, load_model
+    slim = {key: ckpt[key] for key in keep if key in ckpt}
     target = pretrained.DIRECTORY / f"{pretrained._check_name(args.name)}.pt"
     save_checkpoint(target, slim)
-    load_model(target)  # the shipped file must load on its own
+    load(target)  # the shipped file must load on its own
     evaluations = {p.name: json.loads(p.read_text()) for p in args.eval}
     provenance = {
         "name": args.name,
@@ -47,6 +56,7 @@ def main(argv=None) -> int:
         "sha256": sha256_file(target),
         "step": int(ckpt["step"]),
         "best": ckpt.get("best"),
+        **{key: ckpt[key] for key in KEEP_CLASSIFIER if key in ckpt},
         "config": ckpt["config"],
         "evaluations": evaluations,
     }

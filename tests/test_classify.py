@@ -196,10 +196,12 @@ def test_shipped_classifier_is_the_default(tmp_path, capsys):
     meta = pretrained.provenance("classifier")
     ck = read_checkpoint("pretrained:classifier")
     assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert meta["command"] == "xrdflow classifier train --config configs/classifier_real.yaml"
-    assert meta["step"] == ck["step"] == 3000 and meta["last_val"] == ck["last_val"]
+    assert meta["command"] == "xrdflow classifier train --config configs/classifier_full.yaml"
+    assert meta["step"] == ck["step"] == 7000 and meta["last_val"] == ck["last_val"]
+    assert meta["n_train"] == ck["n_train"] == 15592
     assert meta["config"] == ck["config"] and ck["config"]["data"] == config_to_dict(load_config(
-        ROOT / "configs" / "classifier_real.yaml"))["data"]
+        ROOT / "configs" / "classifier_full.yaml"))["data"]
+    assert "optimizer" not in ck  # shipped slim (scripts/export_pretrained.py)
     # `xrdflow classify` without --checkpoint uses it: same answer as the API on the shipped file
     s = bundled_dataset("test", limit=1).structures[0]
     _write_pattern(tmp_path / "p.xy", s, "CuKa", (5, 90))

@@ -84,10 +84,13 @@ class SpaceGroupClassifier(nn.Module):
         return {h: torch.softmax(v.float(), dim=-1) for h, v in self.forward(y).items()}
 
     def load_contrastive_encoder(self, path) -> None:
-        """Copy the pattern encoder of a contrastive checkpoint (``xrdflow train``) into this model."""
+        """Copy the pattern encoder of a contrastive checkpoint (``xrdflow train``, or ``pretrained:NAME``)
+        into this model."""
+        from ..pretrained import resolve
         from ..train.checkpoint import read_checkpoint
         from ..train.config import config_from_dict
 
+        path = resolve(path)
         ckpt = read_checkpoint(path, map_location="cpu")
         other = config_from_dict(ckpt["config"]).model.pattern
         if other != self.cfg.pattern:
