@@ -109,13 +109,17 @@ XF_INLINE double inverse_normal_central(double p) {
 }
 
 // The tail formula, for p < kNormalTail or p > 1 - kNormalTail.
+// The tail rational of q = sqrt(-2 ln p) (lower tail: negative), in double or float.
+template <typename T>
+XF_INLINE T inverse_normal_tail_rational(T q) {
+  return (((((T(-7.784894002430293e-03) * q + T(-3.223964580411365e-01)) * q + T(-2.400758277161838e+00)) * q +
+            T(-2.549732539343734e+00)) * q + T(4.374664141464968e+00)) * q + T(2.938163982698783e+00)) /
+         ((((T(7.784695709041462e-03) * q + T(3.224671290700398e-01)) * q + T(2.445134137142996e+00)) * q +
+           T(3.754408661907416e+00)) * q + T(1.0));
+}
+
 XF_INLINE double inverse_normal_tail(double p) {
-  const double c[6] = {-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
-                       -2.549732539343734e+00, 4.374664141464968e+00,  2.938163982698783e+00};
-  const double d[4] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00};
-  const double q = std::sqrt(-2.0 * std::log(p < kNormalTail ? p : 1.0 - p));
-  const double x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
-                   ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0);
+  const double x = inverse_normal_tail_rational(std::sqrt(-2.0 * std::log(p < kNormalTail ? p : 1.0 - p)));
   return p < kNormalTail ? x : -x;
 }
 
@@ -160,15 +164,19 @@ XF_INLINE double poisson_exact(SampleRng& r, double lam) { return poisson_invers
 
 // The Cornish-Fisher value for the normal deviate z, before any rounding
 // (branch-free, so loops over it vectorize); read2 = sigma^2.
-XF_INLINE double cornish_fisher(double lam, double read2, double z) {
+// (In double or float: cornish_fisher_f below is the per-point pattern version.)
+template <typename T>
+XF_INLINE T cornish_fisher_value(T lam, T read2, T z) {
   // s g1 = lam / var, s g2 = lam s / var^2, s g1^2 = lam^2 s / var^3: one division and one
   // square root per value, the constant divisors as products.
-  const double z2 = z * z;
-  const double var = lam + read2, s = std::sqrt(var), r = 1.0 / var;
-  const double a = lam * r, b = a * r * s, c = a * b;
-  return lam + s * z + a * (1.0 / 6.0) * (z2 - 1.0) + b * (1.0 / 24.0) * (z2 - 3.0) * z -
-         c * (1.0 / 36.0) * (2.0 * z2 - 5.0) * z;
+  const T z2 = z * z;
+  const T var = lam + read2, s = std::sqrt(var), r = T(1) / var;
+  const T a = lam * r, b = a * r * s, c = a * b;
+  return lam + s * z + a * T(1.0 / 6.0) * (z2 - T(1)) + b * T(1.0 / 24.0) * (z2 - T(3)) * z -
+         c * T(1.0 / 36.0) * (T(2) * z2 - T(5)) * z;
 }
+
+XF_INLINE double cornish_fisher(double lam, double read2, double z) { return cornish_fisher_value(lam, read2, z); }
 
 // Single precision for the per-point noise of whole patterns (augment.cpp):
 // patterns are float32, 24 bits are ample for noise, and a vector register
@@ -186,11 +194,7 @@ XF_INLINE float inverse_normal_f(float p) {
   // The central rational in double: in float its cancellations cost 2e-4 near p = 0.025.
   const float central = static_cast<float>(inverse_normal_central(static_cast<double>(p)));
   const float pt = p < 1.0f - p ? p : 1.0f - p;  // the nearer tail (1 - p is exact for p >= 0.5)
-  const float q = std::sqrt(-2.0f * log_arith_f(pt));
-  const float tail = (((((-7.784894002430293e-03f * q - 3.223964580411365e-01f) * q - 2.400758277161838e+00f) * q -
-                         2.549732539343734e+00f) * q + 4.374664141464968e+00f) * q + 2.938163982698783e+00f) /
-                     ((((7.784695709041462e-03f * q + 3.224671290700398e-01f) * q + 2.445134137142996e+00f) * q +
-                       3.754408661907416e+00f) * q + 1.0f);
+  const float tail = inverse_normal_tail_rational(std::sqrt(-2.0f * log_arith_f(pt)));
   const float tail_signed = std::copysign(std::fabs(tail), p - 0.5f);  // below the median: negative
   return std::fabs(p - 0.5f) > 0.5f - static_cast<float>(kNormalTail) ? tail_signed : central;
 }
@@ -198,11 +202,7 @@ XF_INLINE float inverse_normal_f(float p) {
 // cornish_fisher in single precision; without read noise (round = true) the
 // value is rounded to whole counts (>= 0; above 2^23 every float is whole).
 XF_INLINE float cornish_fisher_f(float lam, float read2, float z, bool round) {
-  const float z2 = z * z;
-  const float var = lam + read2, s = std::sqrt(var), r = 1.0f / var;
-  const float a = lam * r, b = a * r * s, c = a * b;
-  float x = lam + s * z + a * (1.0f / 6.0f) * (z2 - 1.0f) + b * (1.0f / 24.0f) * (z2 - 3.0f) * z -
-            c * (1.0f / 36.0f) * (2.0f * z2 - 5.0f) * z;
+  float x = cornish_fisher_value(lam, read2, z);
   if (round) {
     // Round [0, 2^23] half up through int32, and add back what lies above 2^23 (whole already);
     // no select on the result, so that loops over it vectorize.
