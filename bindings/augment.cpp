@@ -143,6 +143,28 @@ py::array_t<double> pattern_noise(uint64_t seed, uint64_t epoch, uint64_t index,
   return out;
 }
 
+// exp_arith / log_arith / log_arith_f of vecmath.hpp elementwise (for tests against NumPy).
+py::array_t<double> vecmath(const std::string& function, const py::object& x) {
+  const double* v = checked_array<double>(x, "x", {-1});
+  const auto n = length(x);
+  py::array_t<double> out(n);
+  double* o = out.mutable_data();
+  for (py::ssize_t i = 0; i < n; ++i) {
+    if (function == "exp") {
+      if (!(v[i] >= -700.0 && v[i] <= 700.0)) throw py::value_error("exp_arith needs -700 <= x <= 700");
+      o[i] = xrdflow::exp_arith(v[i]);
+    } else if (function == "log" || function == "log_f") {
+      if (!(v[i] >= 2.2250738585072014e-308) || !std::isfinite(v[i]))
+        throw py::value_error("log_arith needs a positive, finite, normal x");
+      o[i] = function == "log" ? xrdflow::log_arith(v[i])
+                               : static_cast<double>(xrdflow::log_arith_f(static_cast<float>(v[i])));
+    } else {
+      throw py::value_error("function must be exp, log or log_f");
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 void add_augment(py::module_& m) {
@@ -158,6 +180,8 @@ void add_augment(py::module_& m) {
         py::arg("read") = 0.0,
         "Counting noise Poisson(lam) + N(0, read^2) for every point of lam, drawn as render_augmented draws the "
         "noise of sample `index` (for statistical tests of that path).");
+  m.def("vecmath", &vecmath, py::arg("function"), py::arg("x"),
+        "exp_arith, log_arith or log_arith_f (function 'exp', 'log', 'log_f') of the core elementwise, for tests.");
   m.def("sample_stream", &sample_stream, py::arg("seed"), py::arg("epoch"), py::arg("index"), py::arg("kind"),
         py::arg("parameter") = 0.0, py::arg("count") = 1,
         "The first `count` draws (uniform, normal, or poisson with mean `parameter`) of the stream keyed by "
