@@ -55,6 +55,8 @@ scale                    overall scale factor after normalization              (
 """
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -177,7 +179,7 @@ class Augmentation:
 
     @property
     def is_none(self) -> bool:
-        return self == Augmentation()
+        return self == _default_augmentation()
 
     def to_dict(self) -> dict:
         """Plain values (lists for tuples), e.g. for a YAML/JSON config."""
@@ -210,23 +212,33 @@ class Augmentation:
         return cfg
 
 
-def split_parameters(names: list[str], table: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-sample parameter columns from the core, grouped: strain (B, 6),
-    po_direction (B, 3) int, phases (B, 3) int (-1 = none), fractions (B, 3),
-    the rest one array each."""
-    cols = {name: table[:, i] for i, name in enumerate(names)}
-    out = {}
+@functools.lru_cache(maxsize=1)
+def _default_augmentation() -> "Augmentation":
+    """``Augmentation()``, built once (``is_none`` compares with it on every render call)."""
+    return Augmentation()
+
+
+@functools.lru_cache(maxsize=8)
+def _parameter_layout(names: tuple) -> tuple:
+    """Column indices of each output of :func:`split_parameters` for the core's column ``names``."""
     groups = {"strain": [n for n in names if n.startswith("strain_")],
               "po_direction": ["po_h", "po_k", "po_l"],
               "phases": [n for n in names if n.startswith("phase_")],
               "fractions": [n for n in names if n.startswith("fraction_")]}
     grouped = {n for g in groups.values() for n in g}
-    for key, members in groups.items():
-        block = np.stack([cols[n] for n in members], axis=1) if len(table) else np.zeros((0, len(members)))
-        out[key] = block.astype(np.int64) if key in ("po_direction", "phases") else block
-    for name in names:
-        if name not in grouped:
-            out[name] = cols[name].astype(np.int64) if name == "n_phases" else cols[name]
+    layout = [(key, [names.index(n) for n in members]) for key, members in groups.items()]
+    layout += [(name, names.index(name)) for name in names if name not in grouped]
+    return tuple(layout)
+
+
+def split_parameters(names: list[str], table: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample parameter columns from the core, grouped: strain (B, 6),
+    po_direction (B, 3) int, phases (B, 3) int (-1 = none), fractions (B, 3),
+    the rest one array each."""
+    out = {}
+    for key, cols in _parameter_layout(tuple(names)):
+        block = table[:, cols]  # a list of columns gives a (B, k) copy, one column a (B,) view
+        out[key] = block.astype(np.int64) if key in ("po_direction", "phases", "n_phases") else block
     return out
 
 
