@@ -76,7 +76,8 @@ def build_baseline(build_dir: Path) -> Path:
            "-DCMAKE_CXX_FLAGS=-DXF_NO_CLONES", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
            f"-DPython_EXECUTABLE={sys.executable}"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    jobs = str(max(1, len(os.sched_getaffinity(0))))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    jobs = str(max(1, cores))
     subprocess.run(["cmake", "--build", str(build_dir), "-j", jobs], check=True, stdout=subprocess.DEVNULL)
     found = sorted(build_dir.glob("_core*.so")) + sorted(build_dir.glob("_core*.pyd"))
     if not found:
