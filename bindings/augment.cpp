@@ -143,6 +143,15 @@ py::array_t<double> pattern_noise(uint64_t seed, uint64_t epoch, uint64_t index,
   return out;
 }
 
+py::array_t<double> poisson_inversion(const py::object& lam, const py::object& u, bool lanes) {
+  const double* l = checked_array<double>(lam, "lam", {-1});
+  const auto n = length(lam);
+  const double* v = checked_array<double>(u, "u", {n});
+  py::array_t<double> out(n);
+  xrdflow::poisson_by_inversion(l, v, n, lanes, out.mutable_data());
+  return out;
+}
+
 // exp_arith / log_arith / log_arith_f of vecmath.hpp elementwise (for tests against NumPy).
 py::array_t<double> vecmath(const std::string& function, const py::object& x) {
   const double* v = checked_array<double>(x, "x", {-1});
@@ -180,6 +189,9 @@ void add_augment(py::module_& m) {
         py::arg("read") = 0.0,
         "Counting noise Poisson(lam) + N(0, read^2) for every point of lam, drawn as render_augmented draws the "
         "noise of sample `index` (for statistical tests of that path).");
+  m.def("poisson_inversion", &poisson_inversion, py::arg("lam"), py::arg("u"), py::arg("lanes"),
+        "Poisson(lam) by inversion of u (means below 20) through the pattern path's vector lanes or the scalar "
+        "search, for tests that the two agree.");
   m.def("vecmath", &vecmath, py::arg("function"), py::arg("x"),
         "exp_arith, log_arith or log_arith_f (function 'exp', 'log', 'log_f') of the core elementwise, for tests.");
   m.def("sample_stream", &sample_stream, py::arg("seed"), py::arg("epoch"), py::arg("index"), py::arg("kind"),

@@ -260,6 +260,25 @@ def test_pattern_noise_read_noise_mixed_means_and_determinism():
         _core.pattern_noise(3, 0, 9, np.array([1.0]), float("nan"))
 
 
+def test_poisson_lanes_equal_the_scalar_search():
+    """The exact branch of the pattern noise (16 points at a time in vector lanes) gives the same
+    counts as the scalar inversion, including u next to 0 and 1 and a last, partial group."""
+    rng = np.random.default_rng(3)
+    lam = np.concatenate([rng.uniform(0, 20, 10_000), [0.0, 19.999, 1e-9, 5.0, 5.0]])
+    u = np.concatenate([rng.uniform(0, 1, 10_000), [0.5, 1 - 2 ** -32, 2 ** -32, 2 ** -32, 1 - 2 ** -32]])
+    lanes = _core.poisson_inversion(lam, u, True)
+    scalar = _core.poisson_inversion(lam, u, False)
+    assert np.array_equal(lanes, scalar)
+    assert lanes[-5] == 0 and lanes[-3] == 0 and lanes[-1] > 15
+    # and they are the Poisson quantiles: k is the smallest with u <= F(k)
+    stats = pytest.importorskip("scipy.stats")
+    k = lanes[:2000]
+    assert np.all(stats.poisson.cdf(k, lam[:2000]) >= u[:2000] - 1e-12)
+    assert np.all((k == 0) | (stats.poisson.cdf(k - 1, lam[:2000]) < u[:2000] + 1e-12))
+    with pytest.raises(ValueError, match="mean 0 must be in"):
+        _core.poisson_inversion(np.array([25.0]), np.array([0.5]), True)
+
+
 def test_vecmath_exp_and_log_match_numpy():
     """exp_arith / log_arith (cpp/include/xrdflow/vecmath.hpp, used where loops must vectorize) are
     within 2 ulp (exp) and 3 ulp (log) of NumPy's over their ranges; log_arith_f within 3e-7 relative."""

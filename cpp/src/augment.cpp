@@ -567,6 +567,27 @@ void validate_augment(const CacheView& c, const AugmentConfig& cfg) {
       fail("tube wavelengths must be positive (K-alpha2 may be 0 for none)");
 }
 
+void poisson_by_inversion(const double* lam, const double* u, int64_t n, bool lanes, double* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!(lam[i] >= 0.0) || !(lam[i] < kPoissonExactBelow)) fail("mean ", i, " must be in [0, 20), got ", lam[i]);
+    if (!(u[i] > 0.0) || !(u[i] < 1.0)) fail("uniform ", i, " must be in (0, 1), got ", u[i]);
+  }
+  if (!lanes) {
+    for (int64_t i = 0; i < n; ++i) out[i] = poisson_inverse(lam[i], u[i]);
+    return;
+  }
+  for (int64_t g = 0; g < n; g += kPoissonLanes) {
+    double lam_g[kPoissonLanes], u_g[kPoissonLanes], k_g[kPoissonLanes];
+    const int64_t m = n - g < kPoissonLanes ? n - g : kPoissonLanes;
+    for (int l = 0; l < kPoissonLanes; ++l) {
+      lam_g[l] = l < m ? lam[g + l] : 0.0;
+      u_g[l] = l < m ? u[g + l] : 0.5;
+    }
+    poisson_lanes(lam_g, u_g, k_g);
+    for (int64_t l = 0; l < m; ++l) out[g + l] = k_g[l];
+  }
+}
+
 void pattern_counting_noise(uint64_t seed, uint64_t epoch, uint64_t index, const double* lam, int n, double read,
                             double* out) {
   if (n < 1) fail("need at least one mean");

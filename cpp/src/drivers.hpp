@@ -184,6 +184,10 @@ struct AugmentConfig {
 void pattern_counting_noise(uint64_t seed, uint64_t epoch, uint64_t index, const double* lam, int n, double read,
                             double* out);
 
+// Poisson(lam[i]) by inversion of u[i], through the vectorized lanes of the
+// pattern path (lanes = true) or the scalar poisson_inverse; the two must agree.
+void poisson_by_inversion(const double* lam, const double* u, int64_t n, bool lanes, double* out);
+
 // Names of the per-sample parameters written by render_augmented, in order.
 const std::vector<std::string>& augment_parameter_names();
 
