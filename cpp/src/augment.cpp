@@ -185,7 +185,6 @@ XF_VECTOR_CLONES void philox_words(const SampleRng& r, uint32_t first, int n_blo
 // Scratch arrays of one thread, reused across samples (no allocation per pattern).
 struct Scratch {
   std::vector<uint32_t> words, read_words;
-  std::vector<double> a, b, c;
   std::vector<float> lam, z;
   std::vector<int> small, exact;
   std::vector<double> d, w, acc;
@@ -194,9 +193,6 @@ struct Scratch {
     if (words.size() < m) {
       words.resize(m);
       read_words.resize(m);
-      a.resize(m);
-      b.resize(m);
-      c.resize(m);
       lam.resize(m);
       z.resize(m);
       small.resize(m);
@@ -255,6 +251,23 @@ XF_VECTOR_CLONES void poisson_lanes(const double* __restrict__ lam, const double
     for (int l = 0; l < 4; ++l) k_out[4 * h + l] = k[h][l];
 }
 
+// Poisson counts of points j in [0, n) through poisson_lanes, kPoissonLanes at
+// a time (the last group padded with lam = 0, which stops at once):
+// lam_of(j) and u_of(j) give a point's mean and uniform, store(j, k) takes its count.
+template <class LamOf, class UOf, class Store>
+XF_INLINE void poisson_in_lanes(int64_t n, LamOf lam_of, UOf u_of, Store store) {
+  for (int64_t g = 0; g < n; g += kPoissonLanes) {
+    double lam_g[kPoissonLanes], u_g[kPoissonLanes], k_g[kPoissonLanes];
+    const int64_t m = n - g < kPoissonLanes ? n - g : kPoissonLanes;
+    for (int l = 0; l < kPoissonLanes; ++l) {
+      lam_g[l] = l < m ? lam_of(g + l) : 0.0;
+      u_g[l] = l < m ? u_of(g + l) : 0.5;
+    }
+    poisson_lanes(lam_g, u_g, k_g);
+    for (int64_t l = 0; l < m; ++l) store(g + l, k_g[l]);
+  }
+}
+
 // acc[i] <- (Poisson(counts acc_i+) + N(0, read^2)) / counts for every point
 // (counting_noise of augment.hpp in passes over the pattern; point i draws
 // from word i of the sample's noise stream, see kNoiseStream).
@@ -295,8 +308,7 @@ XF_VECTOR_CLONES void add_counting_noise(const SampleRng& rng, double counts, do
       n_small += exact[i];
     }
   }
-  // Pass 4: exact Poisson below kPoissonExactBelow, kPoissonLanes points at
-  // a time (the last group padded with lam = 0, which stops at once), plus
+  // Pass 4: exact Poisson below kPoissonExactBelow (poisson_in_lanes), plus
   // their read noise: point i takes word i % 4 of block kReadNoiseStream +
   // i / 4, generated here in runs of blocks (gaps of a few blocks filled),
   // and its normal deviate as in pass 2.
@@ -319,19 +331,13 @@ XF_VECTOR_CLONES void add_counting_noise(const SampleRng& rng, double counts, do
       run_first = run_last = b;
     }
   }
-  for (int g = 0; g < n_small; g += kPoissonLanes) {
-    double lam_g[kPoissonLanes], u_g[kPoissonLanes], k_g[kPoissonLanes];
-    const int m = n_small - g < kPoissonLanes ? n_small - g : kPoissonLanes;
-    for (int l = 0; l < kPoissonLanes; ++l) {
-      lam_g[l] = l < m ? lam[small[g + l]] : 0.0;
-      u_g[l] = l < m ? word_to_uniform(words[small[g + l]]) : 0.5;
-    }
-    poisson_lanes(lam_g, u_g, k_g);
-    for (int l = 0; l < m; ++l) {
-      const int i = small[g + l];
-      acc[i] = (read > 0.0 ? k_g[l] + read * static_cast<double>(z[i]) : k_g[l]) * inv_counts;
-    }
-  }
+  poisson_in_lanes(
+      n_small, [&](int64_t j) { return static_cast<double>(lam[small[j]]); },
+      [&](int64_t j) { return word_to_uniform(words[small[j]]); },
+      [&](int64_t j, double k) {
+        const int i = small[j];
+        acc[i] = (read > 0.0 ? k + read * static_cast<double>(z[i]) : k) * inv_counts;
+      });
 }
 
 // acc[i] += base + scale sum_k c_k T_k(x_i), x the grid mapped onto [-1, 1]
@@ -576,16 +582,9 @@ void poisson_by_inversion(const double* lam, const double* u, int64_t n, bool la
     for (int64_t i = 0; i < n; ++i) out[i] = poisson_inverse(lam[i], u[i]);
     return;
   }
-  for (int64_t g = 0; g < n; g += kPoissonLanes) {
-    double lam_g[kPoissonLanes], u_g[kPoissonLanes], k_g[kPoissonLanes];
-    const int64_t m = n - g < kPoissonLanes ? n - g : kPoissonLanes;
-    for (int l = 0; l < kPoissonLanes; ++l) {
-      lam_g[l] = l < m ? lam[g + l] : 0.0;
-      u_g[l] = l < m ? u[g + l] : 0.5;
-    }
-    poisson_lanes(lam_g, u_g, k_g);
-    for (int64_t l = 0; l < m; ++l) out[g + l] = k_g[l];
-  }
+  poisson_in_lanes(
+      n, [&](int64_t j) { return lam[j]; }, [&](int64_t j) { return u[j]; },
+      [&](int64_t j, double k) { out[j] = k; });
 }
 
 void pattern_counting_noise(uint64_t seed, uint64_t epoch, uint64_t index, const double* lam, int n, double read,
