@@ -12,7 +12,11 @@ Variants:
 - full: the config as shipped (lattice branch, ACE correlation order 2, realistic augmentation);
 - no_lattice: ``model.crystal.lattice_features: false`` (local message passing only);
 - no_ace: ``model.crystal.correlation: 1`` (no symmetric product, eq. 3 of the EACNN paper);
-- no_augmentation: patterns rendered clean during training (queries stay realistic).
+- no_augmentation: patterns rendered clean during training (queries stay realistic);
+- flatten: ``model.pattern.readout: flatten`` (position-aware readout of the pattern tower
+  instead of the global average);
+- coord: ``model.pattern.coord_channel: true`` (the 2-theta coordinate as a second input channel);
+- flatten_coord: both.
 
 Runs are resumable: a variant whose checkpoint already reached the step count
 is only evaluated again.  Prints a Markdown table (top-k in %, training
@@ -34,6 +38,9 @@ VARIANTS = {
     "no_lattice": {"crystal": {"lattice_features": False}},
     "no_ace": {"crystal": {"correlation": 1}},
     "no_augmentation": {"augmentation": "none"},
+    "flatten": {"pattern": {"readout": "flatten"}},
+    "coord": {"pattern": {"coord_channel": True}},
+    "flatten_coord": {"pattern": {"readout": "flatten", "coord_channel": True}},
 }
 
 
@@ -43,8 +50,9 @@ def variant_config(name: str, steps: int, out: Path):
 
     data = config_to_dict(load_config(ROOT / "configs" / "contrastive_small.yaml"))
     change = VARIANTS[name]
-    for key, value in change.get("crystal", {}).items():
-        data["model"]["crystal"][key] = value
+    for tower in ("crystal", "pattern"):
+        for key, value in change.get(tower, {}).items():
+            data["model"][tower][key] = value
     if "augmentation" in change:
         data["augmentation"] = change["augmentation"]
     data["optim"]["max_steps"] = steps

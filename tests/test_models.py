@@ -282,6 +282,43 @@ def test_pattern_encoder_bad_inputs():
         PatternEncoderConfig(n_points=16, stem_stride=4, stem_pool=2, widths=(8, 8, 8), blocks=(1, 1, 1))
 
 
+@pytest.mark.parametrize("n_points", [256, 250, 1001])
+@pytest.mark.parametrize("stem_kernel,stem_pool,kernel", [(5, 2, 3), (7, 1, 5), (4, 3, 3)])
+def test_pattern_encoder_final_length_matches_the_layers(n_points, stem_kernel, stem_pool, kernel):
+    cfg = PatternEncoderConfig(n_points=n_points, stem_channels=4, stem_kernel=stem_kernel, stem_stride=2,
+                               stem_pool=stem_pool, widths=(4, 8, 8), blocks=(1, 1, 1), kernel=kernel)
+    enc = PatternEncoder(cfg).eval()
+    x = enc.stages(enc.stem(torch.rand(2, 1, n_points)))
+    assert x.shape[-1] == cfg.final_length()
+    flat = PatternEncoder(PatternEncoderConfig(**{**cfg.__dict__, "readout": "flatten", "coord_channel": True}))
+    assert flat.eval()(torch.rand(3, n_points)).shape == (3, cfg.feat_dim)
+
+
+def _peak_patterns(centres, n_points=256, width=2.0):
+    grid = torch.arange(n_points, dtype=torch.float32)
+    return torch.stack([torch.exp(-0.5 * ((grid - c) / width) ** 2) for c in centres])
+
+
+def test_pattern_encoder_readouts_and_peak_position():
+    """The average readout cannot tell where a lone peak sits (a shift by a multiple of the total
+    stride moves the feature maps, and the average, unchanged); flatten and the coordinate
+    channel can. Why the position-aware options exist: peak positions carry the lattice."""
+    torch.manual_seed(0)
+    y = _peak_patterns([96.0, 96.0 + 32.0])  # total stride of TINY_PATTERN is 2 * 2 * 2 = 8
+    avg = PatternEncoder(PatternEncoderConfig(**TINY_PATTERN)).eval()
+    f = avg(y)
+    torch.testing.assert_close(f[0], f[1], atol=1e-6, rtol=1e-5)
+    for change in ({"readout": "flatten"}, {"coord_channel": True}):
+        enc = PatternEncoder(PatternEncoderConfig(**TINY_PATTERN, **change)).eval()
+        g = enc(y)
+        assert (g[0] - g[1]).abs().max() > 1e-3 * g.abs().max()
+        torch.testing.assert_close(enc(1000.0 * y + 5.0), g, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="readout"):
+        PatternEncoderConfig(readout="max")
+    with pytest.raises(TypeError, match="coord_channel"):
+        PatternEncoderConfig(coord_channel="yes")
+
+
 # -- loss and dual tower --------------------------------------------------------------------------
 
 def test_clip_loss_by_hand():

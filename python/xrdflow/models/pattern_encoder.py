@@ -21,6 +21,14 @@ class PatternEncoderConfig:
     kernel: kernel size inside blocks; norm: "batch" or "group" (GroupNorm, 8 groups; batch-size
         independent, e.g. for classifiers trained with tiny batches).
     eps: added to (max - min) in the per-pattern normalisation.
+    readout: how the last stage becomes one vector. "avg": global average over positions (the
+        original encoder; nearly blind to where along 2-theta a feature sits, since convolutions
+        are shift-equivariant and the average discards the position). "flatten": the last stage's
+        (channels x length) map, flattened, through one linear layer to ``widths[-1]``: every
+        position has its own weights, so peak positions (the lattice) stay readable.
+    coord_channel: feed the grid coordinate (-1 at the first point, +1 at the last) as a second
+        input channel (CoordConv, Liu et al., NeurIPS 2018), so the convolutions themselves can
+        respond to where a peak is.
     """
 
     n_points: int = 4096
@@ -33,6 +41,8 @@ class PatternEncoderConfig:
     kernel: int = 3
     norm: str = "batch"
     eps: float = 1e-8
+    readout: str = "avg"
+    coord_channel: bool = False
 
     def __post_init__(self):
         self.widths = tuple(int(w) for w in self.widths)
@@ -47,6 +57,10 @@ class PatternEncoderConfig:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         if self.norm not in ("batch", "group"):
             raise ValueError(f"norm must be 'batch' or 'group', not {self.norm!r}")
+        if self.readout not in ("avg", "flatten"):
+            raise ValueError(f"readout must be 'avg' or 'flatten', not {self.readout!r}")
+        if not isinstance(self.coord_channel, bool):
+            raise TypeError(f"coord_channel must be true or false, not {self.coord_channel!r}")
         down = self.stem_stride * self.stem_pool * 2 ** (len(self.widths) - 1)
         if self.n_points < down:
             raise ValueError(f"n_points = {self.n_points} is shorter than the total downsampling {down}")
@@ -54,6 +68,18 @@ class PatternEncoderConfig:
     @property
     def feat_dim(self) -> int:
         return self.widths[-1]
+
+    def final_length(self) -> int:
+        """Positions left after the stem, its pool and the strided stages (PyTorch's
+        floor((L + 2 pad - kernel) / stride) + 1 for each strided layer)."""
+        def out(length, kernel, stride, pad):
+            return (length + 2 * pad - kernel) // stride + 1
+        length = out(self.n_points, self.stem_kernel, self.stem_stride, self.stem_kernel // 2)
+        if self.stem_pool > 1:
+            length = out(length, self.stem_pool * 2 - 1, self.stem_pool, self.stem_pool - 1)
+        for _ in self.widths[1:]:
+            length = out(length, self.kernel, 2, self.kernel // 2)
+        return length
 
 
 def normalize_patterns(y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -104,7 +130,7 @@ class PatternEncoder(nn.Module):
         if not isinstance(cfg, PatternEncoderConfig):
             raise TypeError(f"PatternEncoder needs a PatternEncoderConfig, not {type(cfg).__name__}")
         self.cfg = cfg
-        stem = [nn.Conv1d(1, cfg.stem_channels, cfg.stem_kernel, stride=cfg.stem_stride,
+        stem = [nn.Conv1d(2 if cfg.coord_channel else 1, cfg.stem_channels, cfg.stem_kernel, stride=cfg.stem_stride,
                           padding=cfg.stem_kernel // 2, bias=False),
                 _norm(cfg.norm, cfg.stem_channels), nn.ReLU(inplace=True)]
         if cfg.stem_pool > 1:
@@ -119,7 +145,12 @@ class PatternEncoder(nn.Module):
                 c = w
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool1d(1)
+        if cfg.readout == "avg":
+            self.pool = nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten(1))
+        else:
+            self.pool = nn.Sequential(nn.Flatten(1), nn.Linear(c * cfg.final_length(), cfg.feat_dim))
+        if cfg.coord_channel:
+            self.register_buffer("coord", torch.linspace(-1.0, 1.0, cfg.n_points)[None, None, :], persistent=False)
         self.feat_dim = cfg.feat_dim
 
     def check_input(self, y) -> torch.Tensor:
@@ -144,5 +175,7 @@ class PatternEncoder(nn.Module):
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         y = self.check_input(y)
         x = normalize_patterns(y.to(self.stem[0].weight.dtype), self.cfg.eps)[:, None, :]
+        if self.cfg.coord_channel:
+            x = torch.cat([x, self.coord.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
         x = self.stages(self.stem(x))
-        return self.pool(x).flatten(1)
+        return self.pool(x)
