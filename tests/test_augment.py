@@ -421,6 +421,30 @@ def test_bad_configs_name_the_field(kwargs, field):
         xf.Augmentation(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(probability=1.5), "ScanRange.probability"),
+    (dict(start_deg=(30.0, 10.0)), "ScanRange.start_deg is reversed"),
+    (dict(end_deg=(50.0, float("inf"))), "ScanRange.end_deg must be finite"),
+    (dict(start_deg=(5.0, 60.0), end_deg=(50.0, 90.0)), "must lie below end_deg"),
+    (dict(start_deg=(-5.0, 10.0)), "ScanRange.start_deg must be within"),
+])
+def test_bad_scan_ranges_name_the_field(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        xf.ScanRange(**kwargs)
+
+
+def test_fixed_scan_range_fills_outside_with_the_smallest_value_inside():
+    grid = np.linspace(5.0, 90.0, 11)  # 5, 13.5, ..., 90 deg
+    y = np.array([np.arange(11.0), 10.0 - np.arange(11.0)])
+    params = xf.ScanRange.fixed(20.0, 60.0).apply(y, grid, indices=[0, 1], seed=0)
+    # inside [20, 60]: points 2..6 (22, 30.5, 39, 47.5, 56 deg)
+    assert np.array_equal(y[0], [2, 2, 2, 3, 4, 5, 6, 2, 2, 2, 2])
+    assert np.array_equal(y[1], [4, 4, 8, 7, 6, 5, 4, 4, 4, 4, 4])
+    assert np.array_equal(params["scan_start_deg"], [20.0, 20.0]) and np.array_equal(params["scan_end_deg"], [60, 60])
+    with pytest.raises(ValueError, match="do not match"):
+        xf.ScanRange.fixed(20.0, 60.0).apply(y, grid[:5], indices=[0, 1], seed=0)
+
+
 def test_bad_render_arguments():
     sim = xf.Simulator("CuKa")
     cache = sim.reflections([cubic()])

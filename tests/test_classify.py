@@ -138,6 +138,26 @@ def test_config_yaml_round_trip_and_bad_config(tmp_path):
         ClassifierModelConfig(loss_weights=(0, 0, 0))
     with pytest.raises(ValueError, match="scheme"):
         ClassifierModelConfig(scheme="ita")
+    scan = {"probability": 0.3, "start_deg": [5.0, 30.0], "end_deg": [45.0, 90.0]}
+    with_scan = dataclasses.replace(cfg, scan_range=scan)
+    save_config(with_scan, tmp_path / "s.yaml")
+    assert load_config(tmp_path / "s.yaml").make_scan_range() == xf.ScanRange(0.3, (5.0, 30.0), (45.0, 90.0))
+    assert cfg.make_scan_range() is None
+    with pytest.raises(ValueError, match="unknown key 'scan_range.p'"):
+        config_from_dict({"scan_range": {"p": 0.3}})
+    with pytest.raises(ValueError, match="ScanRange.probability"):
+        config_from_dict({"scan_range": {"probability": 3}})
+
+
+def test_training_with_partial_scans_records_and_guards_them(tmp_path, data_cache):
+    out = run_dir(tmp_path, data_cache)
+    scan = {"probability": 1.0, "start_deg": [10.0, 20.0], "end_deg": [40.0, 60.0]}
+    cfg = dataclasses.replace(tiny_config(out, max_steps=4), scan_range=scan)
+    part = train(cfg, stop_at_step=2, log=lambda m: None)
+    assert read_checkpoint(part.last_checkpoint)["config"]["scan_range"] == scan
+    with pytest.raises(ValueError, match="cannot resume.*scan_range.probability"):
+        train(dataclasses.replace(cfg, scan_range={**scan, "probability": 0.5}), resume=True, log=lambda m: None)
+    assert train(cfg, resume=True, log=lambda m: None).step == 4
 
 
 # ------------------------------------------------------------------ classify

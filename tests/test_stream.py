@@ -383,3 +383,39 @@ def test_validation(sim, cache, structures):
     with pytest.raises(TypeError):
         len(stream)
     PatternStream(cache, sim, threads=None)  # all cores is allowed
+
+
+# ----------------------------------------------------------- scan range
+def test_scan_range_cuts_like_a_short_measured_scan(sim, cache):
+    scan = xf.ScanRange(probability=0.5, start_deg=(15.0, 30.0), end_deg=(50.0, 70.0))
+    plain = by_index(collect(PatternStream(cache, sim, AUG, batch_size=4, seed=5)))
+    got = collect(PatternStream(cache, sim, AUG, batch_size=4, seed=5, scan_range=scan))
+    cut, start, end = by_index(got), by_index(got, "scan_start_deg"), by_index(got, "scan_end_deg")
+    grid = sim.two_theta_deg
+    n_cut = 0
+    for i, y in cut.items():
+        inside = (grid >= start[i]) & (grid <= end[i])
+        # inside the scan the pattern is untouched; outside it is the smallest value inside
+        assert np.array_equal(y[inside], plain[i][inside])
+        assert np.all(y[~inside] == plain[i][inside].min())
+        if start[i] > grid[0]:
+            n_cut += 1
+            assert 15.0 <= start[i] <= 30.0 and 50.0 <= end[i] <= 70.0
+        else:
+            assert end[i] == grid[-1] and np.array_equal(y, plain[i])
+    assert 0 < n_cut < len(cut)  # 21 samples at p = 0.5
+
+
+def test_scan_range_draws_do_not_depend_on_the_split(sim, cache):
+    scan = xf.ScanRange(probability=0.7)
+    ref = by_index(collect(PatternStream(cache, sim, AUG, batch_size=21, seed=2, scan_range=scan)))
+    for batch_size, num_workers in [(4, 0), (3, 2)]:
+        got = by_index(collect(loader(PatternStream(cache, sim, AUG, batch_size=batch_size, seed=2,
+                                                    scan_range=scan), num_workers)))
+        assert got.keys() == ref.keys()
+        assert all(np.array_equal(got[i], ref[i]) for i in ref)
+    epoch1 = PatternStream(cache, sim, AUG, batch_size=21, seed=2, scan_range=scan)
+    epoch1.set_epoch(1)
+    s0 = by_index(collect(PatternStream(cache, sim, AUG, batch_size=21, seed=2, scan_range=scan)), "scan_start_deg")
+    s1 = by_index(collect(epoch1), "scan_start_deg")
+    assert any(s0[i] != s1[i] for i in s0)  # a new epoch draws new ranges

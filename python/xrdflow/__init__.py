@@ -6,7 +6,7 @@
 >>> y = sim.pattern(s)          # (4096,) float32
 """
 from ._core import CoreError, has_cuda
-from .augment import Augmentation
+from .augment import Augmentation, ScanRange
 from .radiation import Radiation, parse_radiation
 from .reflections import Reflections
 from .simulate import PeakTable, Simulator
@@ -16,6 +16,6 @@ from .symmetry import space_group, symmetry_operations
 __version__ = "0.1.0"
 
 __all__ = [
-    "Augmentation", "CoreError", "PeakTable", "Radiation", "Reflections", "Simulator", "Structure", "StructureError",
+    "Augmentation", "ScanRange", "CoreError", "PeakTable", "Radiation", "Reflections", "Simulator", "Structure", "StructureError",
     "has_cuda", "parse_radiation", "space_group", "symmetry_operations", "__version__",
 ]

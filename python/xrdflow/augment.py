@@ -68,25 +68,26 @@ from .radiation import parse_radiation
 Range = tuple[float, float]
 
 
-def _check_range(name: str, value, *, low: float = -math.inf, high: float = math.inf, positive=False) -> Range:
+def _check_range(name: str, value, *, low: float = -math.inf, high: float = math.inf, positive=False,
+                 owner: str = "Augmentation") -> Range:
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"Augmentation.{name} must be a (low, high) pair of numbers, got {value!r}") from None
+        raise ValueError(f"{owner}.{name} must be a (low, high) pair of numbers, got {value!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"Augmentation.{name} must be finite, got {value!r}")
+        raise ValueError(f"{owner}.{name} must be finite, got {value!r}")
     if lo > hi:
-        raise ValueError(f"Augmentation.{name} is reversed: low {lo} > high {hi}")
+        raise ValueError(f"{owner}.{name} is reversed: low {lo} > high {hi}")
     if lo < low or hi > high or (positive and lo <= 0):
         bound = "> 0" if positive else f"within [{low}, {high}]"
-        raise ValueError(f"Augmentation.{name} must be {bound}, got {value!r}")
+        raise ValueError(f"{owner}.{name} must be {bound}, got {value!r}")
     return lo, hi
 
 
-def _check_probability(name: str, value) -> float:
+def _check_probability(name: str, value, owner: str = "Augmentation") -> float:
     p = float(value)
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"Augmentation.{name} is a probability and must be in [0, 1], got {value!r}")
+        raise ValueError(f"{owner}.{name} is a probability and must be in [0, 1], got {value!r}")
     return p
 
 
@@ -242,4 +243,75 @@ def split_parameters(names: list[str], table: np.ndarray) -> dict[str, np.ndarra
     return out
 
 
-__all__ = ["Augmentation", "split_parameters"]
+#: a constant of the scan-range draws' key, so they never coincide with another stream keyed by the same triple
+_SCAN_STREAM = 0x5CA7
+
+
+@dataclass(frozen=True)
+class ScanRange:
+    """Partial scans: the 2-theta range a measured pattern covers, drawn per sample.
+
+    A laboratory scan rarely spans the whole grid a model reads (10-80 deg is common, 15-50 deg
+    happens), and ``xrdflow classify`` / ``search`` fill the grid points outside the scan with the
+    smallest measured intensity (:func:`xrdflow.io.pattern_on_model_grid`).  With probability
+    ``probability`` a rendered pattern is cut the same way: its first and last measured 2-theta are
+    drawn uniformly from ``start_deg`` and ``end_deg`` (degrees 2-theta) and every point outside
+    takes the smallest value inside.  This is measurement geometry applied to the finished pattern,
+    not physics of the sample, so it lives outside the C++ :class:`Augmentation`.
+
+    Draws are keyed by (seed, epoch, structure index) through numpy's SeedSequence, like the
+    core's, so a sample's range does not depend on the batch it is in.
+    """
+
+    probability: float = 0.0
+    start_deg: Range = (5.0, 30.0)
+    end_deg: Range = (45.0, 90.0)
+
+    def __post_init__(self):
+        object.__setattr__(self, "probability", _check_probability("probability", self.probability, "ScanRange"))
+        start = _check_range("start_deg", self.start_deg, low=0.0, high=180.0, owner="ScanRange")
+        end = _check_range("end_deg", self.end_deg, low=0.0, high=180.0, owner="ScanRange")
+        if start[1] >= end[0]:
+            raise ValueError(f"ScanRange.start_deg {start} must lie below end_deg {end} (the latest start "
+                             "must come before the earliest end), else a scan could be empty")
+        object.__setattr__(self, "start_deg", start)
+        object.__setattr__(self, "end_deg", end)
+
+    @classmethod
+    def fixed(cls, start_deg: float, end_deg: float) -> "ScanRange":
+        """Every pattern cut to ``[start_deg, end_deg]`` (e.g. to evaluate a model on short scans)."""
+        return cls(probability=1.0, start_deg=(start_deg, start_deg), end_deg=(end_deg, end_deg))
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    def draw(self, indices, seed: int, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(start_deg, end_deg) per index, float64 (B,); +-inf where the sample keeps its full range."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        start = np.full(len(idx), -np.inf)
+        end = np.full(len(idx), np.inf)
+        if self.probability == 0.0:
+            return start, end
+        for j, i in enumerate(idx):
+            u = np.random.default_rng([int(seed), int(epoch), int(i), _SCAN_STREAM]).random(3)
+            if u[0] < self.probability:
+                start[j] = self.start_deg[0] + u[1] * (self.start_deg[1] - self.start_deg[0])
+                end[j] = self.end_deg[0] + u[2] * (self.end_deg[1] - self.end_deg[0])
+        return start, end
+
+    def apply(self, y: np.ndarray, two_theta_deg, indices, seed: int, epoch: int = 0) -> dict[str, np.ndarray]:
+        """Cut the (B, n_points) float patterns ``y`` in place; returns the drawn ``scan_start_deg`` and
+        ``scan_end_deg`` (B,) (the grid's ends for uncut samples)."""
+        grid = np.asarray(two_theta_deg, dtype=np.float64)
+        if y.ndim != 2 or y.shape[1] != len(grid) or y.shape[0] != np.size(indices):
+            raise ValueError(f"ScanRange.apply: patterns of shape {y.shape} do not match {np.size(indices)} "
+                             f"indices and a grid of {len(grid)} points")
+        start, end = self.draw(indices, seed, epoch)
+        for j in np.flatnonzero(np.isfinite(start)):
+            inside = (grid >= start[j]) & (grid <= end[j])
+            if inside.any():  # a range that misses the grid leaves the pattern whole
+                y[j, ~inside] = y[j, inside].min()
+        return {"scan_start_deg": np.maximum(start, grid[0]), "scan_end_deg": np.minimum(end, grid[-1])}
+
+
+__all__ = ["Augmentation", "ScanRange", "split_parameters"]

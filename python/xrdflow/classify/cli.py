@@ -70,12 +70,12 @@ def _cmd_evaluate(args) -> int:
     try:
         res = evaluate_checkpoint(args.checkpoint, args.test, augmentation=args.patterns, seed=args.seed,
                                   limit=args.limit, dedup_against_training=not args.no_dedup,
-                                  cache_dir=args.cache_dir, progress=args.progress,
+                                  cache_dir=args.cache_dir, progress=args.progress, scan_deg=args.scan_range,
                                   log=lambda m: print(m, file=sys.stderr, flush=True))
     except FileNotFoundError as err:
         raise UserError(str(err)) from None
     text = json.dumps({"checkpoint": args.checkpoint, "patterns": args.patterns, "seed": args.seed,
-                       "results": res}, indent=1)
+                       "scan_range_deg": args.scan_range, "results": res}, indent=1)
     if args.json:
         atomic_write_bytes(args.json, text.encode("utf-8"))
     if args.figures:
@@ -158,5 +158,8 @@ def add_classify_parsers(sub) -> None:
     e.add_argument("--cache-dir", metavar="DIR", help="cache labels and reflections of the test sets here")
     e.add_argument("--json", metavar="OUT.json", help="write the results as JSON (else print them)")
     e.add_argument("--figures", metavar="DIR", help="write a crystal-system confusion picture per source")
+    e.add_argument("--scan-range", type=float, nargs=2, metavar=("START", "END"),
+                   help="cut every test pattern to this 2-theta range (degrees) as a partial scan, the grid "
+                        "points outside filled as xrdflow classify fills a short measured scan")
     e.add_argument("--progress", action="store_true", help="progress bars")
     e.set_defaults(func=_cmd_evaluate)

@@ -104,6 +104,7 @@ class ClassifierConfig(SimulatedRunConfig):
     data: DataConfig = field(default_factory=_default_data)
     simulator: dict = field(default_factory=_default_simulator)
     augmentation: Any = "realistic"
+    scan_range: Any = None
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, warmup_steps=50, epochs=10,
                                                                    batch_size=64))
     run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/classifier"))

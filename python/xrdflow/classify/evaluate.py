@@ -102,9 +102,10 @@ def remove_train_duplicates(test, train_ids, train_structs, progress=False):
 
 def evaluate_model(model, cfg, test_specs, *, augmentation="realistic", seed: int = 2024, limit=None,
                    dedup_against_training: bool = True, train_pool=None, cache_dir=None, progress=False,
-                   log=print) -> dict:
+                   scan_deg=None, log=print) -> dict:
     """Metrics per test source (see the module docs); ``train_pool`` = (ids, structures) to de-duplicate
-    against (default: read from the run's config)."""
+    against (default: read from the run's config); ``scan_deg`` = (start, end) cuts every test pattern to
+    that 2-theta range as a partial measured scan (:meth:`xrdflow.ScanRange.fixed`)."""
     import xrdflow as xf
 
     from .data import load_labeled
@@ -124,11 +125,15 @@ def evaluate_model(model, cfg, test_specs, *, augmentation="realistic", seed: in
             raise ValueError(f"every structure of {spec} duplicates a training structure: nothing to evaluate")
         refl = test.reflections if len(keep) == len(test.ids) else test.reflections.subset(keep)
         y, _ = sim.render(refl, augmentation=None if aug.is_none else aug, seed=seed, epoch=0)
+        if scan_deg is not None:
+            xf.ScanRange.fixed(*scan_deg).apply(y, sim.two_theta_deg, keep, seed)
         probs = predict(model, y)
         res = score(probs, test.sg[keep], model)
         res["removed_as_training_duplicates"] = int(removed)
         res["n_read"] = len(test.ids)
         res["n_space_groups"] = int(len(np.unique(test.sg[keep])))
+        if scan_deg is not None:
+            res["scan_deg"] = [float(v) for v in scan_deg]
         out[spec] = res
         log(f"{spec}: {res['n']} structures ({removed} training duplicates removed): top-1 crystal system "
             f"{res['crystal_system']['top1']:.3f}, extinction group {res['extinction_group']['top1']:.3f}, "

@@ -100,7 +100,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("xrdflow.data needs PyTorch: pip install torch") from exc
 
-from ..augment import Augmentation
+from ..augment import Augmentation, ScanRange
 from ..reflections import Reflections
 from ..simulate import Simulator, _as_structure
 from ..structure import Structure
@@ -180,6 +180,9 @@ class PatternStream(IterableDataset):
         worker); None = all cores.
     rank, world_size : override the torch.distributed lookup (e.g. to shard
         by hand); give both or neither.
+    scan_range : an :class:`~xrdflow.ScanRange` that cuts patterns to partial
+        scans after rendering (draws keyed like the augmentation's), adding
+        ``scan_start_deg`` / ``scan_end_deg`` to the yielded parameters.
 
     Yields dicts of tensors: ``pattern`` (B, n_points) float32, made with
     :func:`torch.from_numpy` from the rendered array (no copy), ``index`` (B,)
@@ -192,14 +195,18 @@ class PatternStream(IterableDataset):
 
     def __init__(self, structures_or_cache, simulator: Simulator, augmentation: Augmentation | None = None,
                  batch_size: int = 64, seed: int = 0, shuffle: bool = True, drop_last: bool = False,
-                 threads: int | None = 1, *, rank: int | None = None, world_size: int | None = None):
+                 threads: int | None = 1, *, rank: int | None = None, world_size: int | None = None,
+                 scan_range: ScanRange | None = None):
         super().__init__()
         if not isinstance(simulator, Simulator):
             raise TypeError(f"simulator must be an xrdflow.Simulator, got {type(simulator).__name__}")
         if augmentation is not None and not isinstance(augmentation, Augmentation):
             raise TypeError(f"augmentation must be an xrdflow.Augmentation or None, got {type(augmentation).__name__}")
+        if scan_range is not None and not isinstance(scan_range, ScanRange):
+            raise TypeError(f"scan_range must be an xrdflow.ScanRange or None, got {type(scan_range).__name__}")
         self.simulator = simulator
         self.augmentation = augmentation
+        self.scan_range = scan_range if scan_range is not None and scan_range.probability > 0 else None
         self.batch_size = _check_count("batch_size", batch_size, minimum=1)
         self.seed = _check_seed("seed", seed)
         self.shuffle = bool(shuffle)
@@ -345,6 +352,8 @@ class PatternStream(IterableDataset):
             batch = indices[start:start + self.batch_size]
             y, params = self.simulator.render(cache, indices=batch, augmentation=self.augmentation, seed=self.seed,
                                               epoch=epoch, threads=self.threads)
+            if self.scan_range is not None:
+                params = {**params, **self.scan_range.apply(y, self.simulator.two_theta_deg, batch, self.seed, epoch)}
             out = _packed_tensors({"index": batch, **params})
             out["pattern"] = torch.from_numpy(y)
             yield out

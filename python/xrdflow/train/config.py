@@ -32,7 +32,7 @@ from .._fileio import fsync_directory
 __all__ = ["DataConfig", "OptimConfig", "RunConfig", "TrainConfig", "config_from_dict", "config_to_dict",
            "load_config", "save_config", "AMP_MODES", "DEVICES", "build_dataclass", "to_plain", "tuplify",
            "sections_from_dict", "read_yaml", "write_yaml", "fixed_grid_simulator", "check_augmentation",
-           "augmentation_from_spec"]
+           "augmentation_from_spec", "scan_range_from_spec"]
 
 AMP_MODES = ("auto", "bf16", "fp16", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -227,6 +227,7 @@ class SimulatedRunConfig:
         self.simulator = fixed_grid_simulator(self.simulator, n_points, what, where)
         check_augmentation(self.augmentation)
         self.make_augmentation()  # validates the fields now, not at the first batch
+        self.make_scan_range()
 
     @property
     def simulator_kwargs(self) -> dict:
@@ -251,6 +252,10 @@ class SimulatedRunConfig:
         """The :class:`xrdflow.Augmentation` of the training patterns."""
         return augmentation_from_spec(self.augmentation)
 
+    def make_scan_range(self):
+        """The :class:`xrdflow.ScanRange` of the training patterns (None: every pattern spans the grid)."""
+        return scan_range_from_spec(self.scan_range)
+
 
 @dataclass
 class TrainConfig(SimulatedRunConfig):
@@ -263,6 +268,8 @@ class TrainConfig(SimulatedRunConfig):
         and must equal it when given.
     augmentation: "realistic" (:meth:`xrdflow.Augmentation.realistic`),
         "none", or a dict of :class:`xrdflow.Augmentation` fields.
+    scan_range: null, or a dict of :class:`xrdflow.ScanRange` fields: training
+        patterns cut to partial scans (validation patterns are not).
     optim: :class:`OptimConfig`.  run: :class:`RunConfig`.
     """
 
@@ -270,6 +277,7 @@ class TrainConfig(SimulatedRunConfig):
     data: DataConfig = field(default_factory=DataConfig)
     simulator: dict = field(default_factory=_default_simulator)
     augmentation: Any = "realistic"
+    scan_range: Any = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -317,6 +325,23 @@ def augmentation_from_spec(spec):
             raise ValueError(f"unknown key 'augmentation.{key}'; xrdflow.Augmentation fields are: "
                              f"{', '.join(sorted(known))}")
     return xf.Augmentation(**{k: (tuplify(v) if isinstance(v, list) else v) for k, v in spec.items()})
+
+
+def scan_range_from_spec(spec):
+    """The :class:`xrdflow.ScanRange` of a ``scan_range`` config entry (null or a dict of its fields; an
+    unknown field is refused naming it), or None."""
+    import xrdflow as xf
+
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise ValueError(f"scan_range must be null or a mapping of xrdflow.ScanRange fields, got {spec!r}")
+    known = {f.name for f in dataclasses.fields(xf.ScanRange)}
+    for key in spec:
+        if key not in known:
+            raise ValueError(f"unknown key 'scan_range.{key}'; xrdflow.ScanRange fields are: "
+                             f"{', '.join(sorted(known))}")
+    return xf.ScanRange(**{k: (tuplify(v) if isinstance(v, list) else v) for k, v in spec.items()})
 
 
 def pattern_length(model_cfg) -> int:

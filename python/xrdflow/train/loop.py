@@ -44,7 +44,7 @@ __all__ = ["StreamTrainer", "LAST", "BEST", "RESUME_SECTIONS", "progress_enabled
 
 LAST, BEST = "last.pt", "best.pt"
 #: config sections a resumed run must share with the checkpoint (``run`` may differ).
-RESUME_SECTIONS = ("model", "data", "simulator", "augmentation", "optim")
+RESUME_SECTIONS = ("model", "data", "simulator", "augmentation", "scan_range", "optim")
 
 
 # ------------------------------------------------------------------ small stages
@@ -213,7 +213,8 @@ class StreamTrainer:
             threads = 1
         self.stream = PatternStream(reflections, self.sim, self.augmentation, batch_size=cfg.optim.batch_size,
                                     seed=cfg.run.seed, shuffle=True, drop_last=True, threads=threads,
-                                    rank=self.dist.rank, world_size=self.dist.world_size)
+                                    rank=self.dist.rank, world_size=self.dist.world_size,
+                                    scan_range=cfg.make_scan_range())
         self.steps_per_epoch = self.stream.num_batches(self.dist.world_size, cfg.run.num_workers, self.dist.rank)
         if self.steps_per_epoch == 0:
             raise ValueError(f"{n_train} training structures give no full batch of {cfg.optim.batch_size} "
