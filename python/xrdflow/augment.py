@@ -282,9 +282,6 @@ class ScanRange:
         """Every pattern cut to ``[start_deg, end_deg]`` (e.g. to evaluate a model on short scans)."""
         return cls(probability=1.0, start_deg=(start_deg, start_deg), end_deg=(end_deg, end_deg))
 
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
     def draw(self, indices, seed: int, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(start_deg, end_deg) per index, float64 (B,); +-inf where the sample keeps its full range."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)

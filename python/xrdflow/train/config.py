@@ -328,20 +328,11 @@ def augmentation_from_spec(spec):
 
 
 def scan_range_from_spec(spec):
-    """The :class:`xrdflow.ScanRange` of a ``scan_range`` config entry (null or a dict of its fields; an
-    unknown field is refused naming it), or None."""
+    """The :class:`xrdflow.ScanRange` of a ``scan_range`` config entry (null or a mapping of its fields,
+    built by :func:`build_dataclass`: an unknown field is refused naming it), or None."""
     import xrdflow as xf
 
-    if spec is None:
-        return None
-    if not isinstance(spec, dict):
-        raise ValueError(f"scan_range must be null or a mapping of xrdflow.ScanRange fields, got {spec!r}")
-    known = {f.name for f in dataclasses.fields(xf.ScanRange)}
-    for key in spec:
-        if key not in known:
-            raise ValueError(f"unknown key 'scan_range.{key}'; xrdflow.ScanRange fields are: "
-                             f"{', '.join(sorted(known))}")
-    return xf.ScanRange(**{k: (tuplify(v) if isinstance(v, list) else v) for k, v in spec.items()})
+    return None if spec is None else build_dataclass(xf.ScanRange, spec, "scan_range")
 
 
 def pattern_length(model_cfg) -> int:
