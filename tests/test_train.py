@@ -176,6 +176,65 @@ def test_resume_is_exact(tmp_path, data_cache):
     assert train_steps == list(range(1, steps + 1))     # no step logged twice across the resume
 
 
+def test_holdout_seed_keeps_the_held_out_structures_under_another_run_seed(tmp_path):
+    from xrdflow.train.data import cache_key, clean_structures
+
+    def held_out(run_seed, holdout_seed=None):
+        cfg = tiny_config(tmp_path)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val=[], holdout_val=8,
+                                                                holdout_seed=holdout_seed),
+                                  run=dataclasses.replace(cfg.run, seed=run_seed))
+        _, _, val_ids, _, _ = clean_structures(cfg, log=lambda m: None)
+        return cfg, val_ids
+
+    cfg0, ids0 = held_out(0)
+    cfg1, ids1 = held_out(1)
+    cfg1_kept, ids1_kept = held_out(1, holdout_seed=0)
+    assert len(ids0) == 8 and set(ids1) != set(ids0)          # run.seed picks them by default
+    assert ids1_kept == ids0                                    # ... unless data.holdout_seed says otherwise
+    assert cache_key(cfg1_kept) == cache_key(cfg0) != cache_key(cfg1)
+    with pytest.raises(ValueError, match="data.holdout_seed"):
+        dataclasses.replace(cfg0.data, holdout_seed=-1)
+
+
+def test_init_from_starts_a_second_stage_from_the_checkpoints_weights(tmp_path, data_cache):
+    from xrdflow.train.contrastive import Trainer
+
+    first = train(tiny_config(run_dir(tmp_path, data_cache, "first"), max_steps=4), log=lambda m: None)
+    saved = read_checkpoint(first.last_checkpoint)["model"]
+
+    def setup(name, **changes):
+        cfg = dataclasses.replace(tiny_config(run_dir(tmp_path, data_cache, name), max_steps=3), **changes)
+        trainer = Trainer(cfg, log=lambda m: None)
+        trainer.setup()
+        return trainer
+
+    fresh = setup("fresh")
+    assert any(not torch.equal(v, saved[k]) for k, v in fresh.model.state_dict().items())
+    logs = []
+    second = setup("second", init_from=str(first.last_checkpoint))
+    for k, v in second.model.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    assert second.step_count == 0 and second.best is None    # a new schedule, not a resume
+
+    # the whole second stage trains and records where it started
+    cfg2 = dataclasses.replace(tiny_config(run_dir(tmp_path, data_cache, "second_run"), max_steps=2),
+                               init_from=str(first.last_checkpoint))
+    r2 = train(cfg2, log=logs.append)
+    assert r2.step == 2 and any("weights initialised from" in m for m in logs)
+    assert load_config(Path(cfg2.run.out_dir) / "config.yaml").init_from == str(first.last_checkpoint)
+    with pytest.raises(ValueError, match="init_from"):   # resumed with another start: refused
+        train(dataclasses.replace(cfg2, init_from=None), resume=True, log=lambda m: None)
+
+    other = dataclasses.replace(cfg2.model, embed_dim=cfg2.model.embed_dim + 8)
+    with pytest.raises(ValueError, match="init_from: .*model.embed_dim"):
+        setup("mismatch", model=other, init_from=str(first.last_checkpoint))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        setup("missing", init_from=str(tmp_path / "nope.pt"))
+    with pytest.raises(ValueError, match="init_from must be"):
+        dataclasses.replace(cfg2, init_from=3)
+
+
 # ------------------------------------------------------------------ leakage
 def _bundled_rows(split: str, n: int) -> list[dict]:
     from xrdflow.data import bundled_path, bundled_splits

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..train.config import atomic_write_bytes, config_to_dict
-from ..train.data import SplitSizes, clean_structures, read_source, sha256_file, source_fingerprint, sources_fingerprint
+from ..train.config import atomic_write_bytes
+from ..train.data import (SplitSizes, clean_structures, data_key_settings, read_source, sha256_file,
+                          source_fingerprint, sources_fingerprint)
 
 __all__ = ["PreparedData", "prepare_data", "space_groups_of", "load_labeled", "LabeledSet", "CACHE_VERSION"]
 
@@ -82,9 +83,8 @@ def space_groups_of(structures, ids=None, known: dict | None = None, progress: b
 def cache_key(cfg) -> str:
     from ..data.shards import describe_simulator
 
-    data = config_to_dict(cfg.data)
-    data.pop("cache", None)
-    blob = {"version": CACHE_VERSION, "kind": "classifier", "data": data, "seed": cfg.run.seed,
+    data, seed = data_key_settings(cfg)
+    blob = {"version": CACHE_VERSION, "kind": "classifier", "data": data, "seed": seed,
             "sources": sources_fingerprint(cfg.data), "simulator": describe_simulator(cfg.make_simulator()),
             "scheme": cfg.model.scheme}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()

@@ -60,7 +60,10 @@ class DataConfig:
         ``"bundled:val"`` / ``"bundled:test"`` (the MP-20 subset in the package).
     val: held-out sources for the retrieval check after each epoch (may be empty).
     holdout_val: structures moved from the (cleaned) training pool into the
-        validation set, chosen with ``run.seed`` (0 = none).
+        validation set, chosen with ``holdout_seed`` (0 = none).
+    holdout_seed: seed of that choice (None = ``run.seed``).  Set it when a
+        second training stage (``init_from``) runs with another ``run.seed``
+        (fresh augmentation draws), so that it holds out the same structures.
     max_val_structures: validation set size cap (the first N; None = all).
     leakage_against: test sets that must not leak into training (e.g. the
         retrieval gallery).  The training pool (and the validation set) are
@@ -81,6 +84,7 @@ class DataConfig:
     train: list = field(default_factory=lambda: ["bundled:train"])
     val: list = field(default_factory=lambda: ["bundled:val"])
     holdout_val: int = 0
+    holdout_seed: Optional[int] = None
     max_val_structures: Optional[int] = 300
     leakage_against: list = field(default_factory=lambda: ["bundled:test"])
     remove_overlaps: bool = False
@@ -99,6 +103,7 @@ class DataConfig:
         if not self.train:
             raise ValueError("data.train is empty: give at least one source (e.g. ['bundled:train'])")
         _check_int("data.holdout_val", self.holdout_val, minimum=0)
+        _check_int("data.holdout_seed", self.holdout_seed, minimum=0, allow_none=True)
         _check_int("data.max_val_structures", self.max_val_structures, minimum=1, allow_none=True)
         _check_int("data.max_structures", self.max_structures, minimum=2, allow_none=True)
         for name in ("remove_overlaps", "dedup", "cache"):
@@ -270,6 +275,12 @@ class TrainConfig(SimulatedRunConfig):
         "none", or a dict of :class:`xrdflow.Augmentation` fields.
     scan_range: null, or a dict of :class:`xrdflow.ScanRange` fields: training
         patterns cut to partial scans (validation patterns are not).
+    init_from: null, or a contrastive checkpoint (``xrdflow train``'s last.pt /
+        best.pt, or ``pretrained:NAME``) whose weights (both towers and the
+        temperature) start this run; its ``model`` section must equal this
+        config's.  Optimizer, schedule, step and RNG start afresh: a second
+        training stage (fine-tuning, a new cosine cycle, another batch size).
+        A resumed run takes its weights from last.pt instead.
     optim: :class:`OptimConfig`.  run: :class:`RunConfig`.
     """
 
@@ -278,12 +289,18 @@ class TrainConfig(SimulatedRunConfig):
     simulator: dict = field(default_factory=_default_simulator)
     augmentation: Any = "realistic"
     scan_range: Any = None
+    init_from: Optional[str] = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self):
         if not isinstance(self.model, _model_config_type()):
             raise TypeError(f"model must be an xrdflow.models.DualTowerConfig, got {type(self.model).__name__}")
+        if self.init_from is not None:
+            if not isinstance(self.init_from, (str, os.PathLike)) or not os.fspath(self.init_from):
+                raise ValueError(f"init_from must be a checkpoint path, pretrained:NAME or null, got "
+                                 f"{self.init_from!r}")
+            self.init_from = os.fspath(self.init_from)
         self._check_simulation(pattern_length(self.model), "the pattern encoder", "(model.pattern)")
 
 

@@ -34,21 +34,23 @@ deterministic, so a resumed GPU run matches only to rounding.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .._fileio import sha256_file
 from . import distributed as dist_util
 from .checkpoint import read_checkpoint, rng_state, set_rng_state
-from .config import TrainConfig
+from .config import TrainConfig, config_from_dict, to_plain
 from .data import PreparedData, prepare_data
-from .loop import (BEST, LAST, RESUME_SECTIONS, StreamTrainer, amp_setup, build_optimizer, progress_enabled,
-                   resolve_device, seed_everything)
+from .loop import (BEST, LAST, RESUME_SECTIONS, StreamTrainer, amp_setup, build_optimizer, diff_keys,
+                   progress_enabled, resolve_device, seed_everything)
 
 __all__ = ["Trainer", "TrainResult", "train", "resolve_device", "amp_setup", "build_model", "build_optimizer",
-           "retrieval_accuracy", "LAST", "BEST", "RESUME_SECTIONS"]
+           "retrieval_accuracy", "init_weights", "LAST", "BEST", "RESUME_SECTIONS"]
 
 
 # ------------------------------------------------------------------ small stages
@@ -58,6 +60,23 @@ def build_model(cfg: TrainConfig, device: torch.device):
 
     seed_everything(cfg.run.seed)
     return DualTower(cfg.model).to(device)
+
+
+def init_weights(model, cfg: TrainConfig) -> str:
+    """Load ``cfg.init_from``'s weights into ``model`` (the start of a second training stage); returns the
+    checkpoint's path and sha256.  ValueError when its model config differs from ``cfg.model``."""
+    from ..pretrained import resolve
+
+    path = resolve(cfg.init_from)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"init_from: no such checkpoint {path!r}")
+    ckpt = read_checkpoint(path, map_location="cpu")
+    diff = diff_keys(to_plain(config_from_dict(ckpt["config"]).model), to_plain(cfg.model), "model")
+    if diff:
+        raise ValueError(f"init_from: the checkpoint {path} has another model config ({', '.join(diff[:6])}"
+                         f"{' ...' if len(diff) > 6 else ''}); copy its model section into this config")
+    model.load_state_dict(ckpt["model"])
+    return f"{path} (sha256 {sha256_file(path)[:12]}, step {ckpt.get('step')})"
 
 
 class _Towers(nn.Module):
@@ -134,6 +153,8 @@ class Trainer(StreamTrainer):
         self.sim = cfg.make_simulator()
         self.augmentation = cfg.make_augmentation()
         self.model = build_model(cfg, self.device)
+        if cfg.init_from is not None and ckpt is None:
+            self.log(f"weights initialised from {init_weights(self.model, cfg)}")
         self.towers = _Towers(self.model)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP

@@ -12,7 +12,7 @@
    ``leakage_against`` structure (by id or by structure);
 4. validation: ``data.val`` sources (minus structures duplicating a training
    one when ``dedup``), plus ``holdout_val`` structures moved out of the pool
-   (seeded by ``run.seed``), capped at ``max_val_structures``;
+   (seeded by ``data.holdout_seed``, by default ``run.seed``), capped at ``max_val_structures``;
 5. :func:`xrdflow.data.dedup.check_no_leakage` of the training set against
    every ``leakage_against`` set: a ValueError naming the leaking test
    structures refuses the run;
@@ -42,7 +42,7 @@ from .._fileio import sha256_file
 from .config import TrainConfig, atomic_write_bytes, config_to_dict
 
 __all__ = ["PreparedData", "prepare_data", "read_source", "read_sources", "source_fingerprint",
-           "sources_fingerprint", "sha256_file", "graph_settings", "CACHE_VERSION"]
+           "sources_fingerprint", "sha256_file", "graph_settings", "holdout_seed", "data_key_settings", "CACHE_VERSION"]
 
 CACHE_VERSION = 2  # 2: graphs carry the lattice descriptor (lattice_k in the key)
 BUNDLED_PREFIX = "bundled:"
@@ -143,12 +143,25 @@ def graph_settings(cfg: TrainConfig) -> dict:
             "lattice_symprec": float(LATTICE_SYMPREC)}
 
 
+def holdout_seed(cfg) -> int:
+    """The seed that picks the held-out validation structures: ``data.holdout_seed``, else ``run.seed``."""
+    return cfg.run.seed if cfg.data.holdout_seed is None else cfg.data.holdout_seed
+
+
+def data_key_settings(cfg) -> tuple[dict, int]:
+    """(data section without ``cache`` and ``holdout_seed``, the effective holdout seed): what the prepared
+    data depend on, so a run that only moves the seed into ``data.holdout_seed`` keeps its cache key."""
+    data = config_to_dict(cfg.data)
+    data.pop("cache", None)
+    data.pop("holdout_seed", None)
+    return data, holdout_seed(cfg)
+
+
 def cache_key(cfg: TrainConfig) -> str:
     from ..data.shards import describe_simulator
 
-    data = config_to_dict(cfg.data)
-    data.pop("cache", None)
-    blob = {"version": CACHE_VERSION, "data": data, "seed": cfg.run.seed,
+    data, seed = data_key_settings(cfg)
+    blob = {"version": CACHE_VERSION, "data": data, "seed": seed,
             "sources": sources_fingerprint(cfg.data),
             "simulator": describe_simulator(cfg.make_simulator()), "graphs": graph_settings(cfg)}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
@@ -216,7 +229,7 @@ def clean_structures(cfg: TrainConfig, *, progress: bool = False, log=print):
         if d.holdout_val >= len(ids) - 1:
             raise ValueError(f"data.holdout_val = {d.holdout_val} leaves fewer than 2 of {len(ids)} training "
                              "structures")
-        perm = np.random.Generator(np.random.PCG64([cfg.run.seed, 0x5EED])).permutation(len(ids))
+        perm = np.random.Generator(np.random.PCG64([holdout_seed(cfg), 0x5EED])).permutation(len(ids))
         out = set(perm[:d.holdout_val].tolist())
         val_ids += [ids[k] for k in sorted(out)]
         val_structs += [structs[k] for k in sorted(out)]

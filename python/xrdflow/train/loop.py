@@ -44,7 +44,7 @@ __all__ = ["StreamTrainer", "LAST", "BEST", "RESUME_SECTIONS", "progress_enabled
 
 LAST, BEST = "last.pt", "best.pt"
 #: config sections a resumed run must share with the checkpoint (``run`` may differ).
-RESUME_SECTIONS = ("model", "data", "simulator", "augmentation", "scan_range", "optim")
+RESUME_SECTIONS = ("model", "data", "simulator", "augmentation", "scan_range", "init_from", "optim")
 
 
 # ------------------------------------------------------------------ small stages
