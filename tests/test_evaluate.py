@@ -421,6 +421,44 @@ def test_evaluate_command_writes_json_and_figures(tmp_path, small_csv, tiny_chec
     assert res2["embedding_cache"]["reused"] and res2["top1"] == res["top1"] and res2["baselines"] == {}
 
 
+def test_evaluate_scan_range_cuts_the_queries_only(tmp_path, small_csv, tiny_checkpoint, capsys):
+    from xrdflow.cli import main
+    from xrdflow.evaluate.evaluation import cut_queries, evaluate, load_checkpoint
+
+    model, cfg = load_checkpoint(tiny_checkpoint)
+    sim = cfg.make_simulator()
+    tt = sim.two_theta_deg
+    Q = sim.render(sim.reflections(load_gallery(small_csv).structures))[0]
+    cut = cut_queries(Q, tt, (20.0, 50.0))
+    inside = (tt >= 20.0) & (tt <= 50.0)
+    assert np.array_equal(cut[:, inside], Q[:, inside])                    # the scan itself is untouched
+    assert np.array_equal(cut[:, ~inside], np.broadcast_to(Q[:, inside].min(axis=1)[:, None], cut[:, ~inside].shape))
+    assert not np.array_equal(cut, Q) and Q.flags.owndata                    # a copy; the input is kept
+    for bad in ((50.0, 20.0), (200.0, 300.0), (float("nan"), 30.0)):
+        with pytest.raises(ValueError, match="scan range"):
+            cut_queries(Q, tt, bad)
+
+    # evaluate ranks with the cut queries: the same numbers as scoring them by hand
+    from xrdflow.evaluate.gallery import encode_patterns
+
+    part = evaluate(tiny_checkpoint, small_csv, queries="clean", baselines=(), cache_dir=tmp_path / "cache",
+                    scan_deg=(20.0, 50.0))
+    G = gallery_embeddings(model, load_gallery(small_csv), tiny_checkpoint, cache_dir=tmp_path / "cache").embeddings
+    by_hand = topk_from_ranks(ranks_from_scores(encode_patterns(model, cut) @ G.T, np.arange(len(Q))))
+    assert part["scan_range_deg"] == [20.0, 50.0]
+    assert {k: part[k] for k in ("top1", "top3", "top5", "top10")} == pytest.approx(by_hand)
+    assert not np.allclose(encode_patterns(model, cut), encode_patterns(model, Q))
+
+    out_json = tmp_path / "cut.json"
+    argv = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--gallery", str(small_csv), "--no-baselines",
+            "--scan-range", "20", "50", "--json", str(out_json), "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 0
+    assert "clean queries cut to 20-50 deg" in capsys.readouterr().out
+    assert json.loads(out_json.read_text())["top1"] == pytest.approx(part["top1"])
+    assert main(argv[:-4] + ["--scan-range", "50", "20"]) != 0
+    assert "START must be below END" in capsys.readouterr().err
+
+
 def test_retrieval_summary_uses_gallery_labels():
     ranks = np.array([1, 3, 1])
     top1 = np.array([0, 0, 2])

@@ -56,6 +56,8 @@ def _cmd_evaluate(args) -> int:
     from .evaluation import evaluate
 
     _check_model_inputs(args)
+    if args.scan_range is not None and not args.scan_range[0] < args.scan_range[1]:
+        raise UserError(f"--scan-range: START must be below END, got {args.scan_range[0]:g} {args.scan_range[1]:g}")
     if args.out_dir:
         os.makedirs(args.out_dir, exist_ok=True)
     if args.json:
@@ -65,11 +67,13 @@ def _cmd_evaluate(args) -> int:
     log = (lambda msg: print(f"{PROG}: {msg}", file=sys.stderr))
     res = evaluate(args.checkpoint, args.gallery, queries=args.queries, seed=args.seed, train=args.train,
                    baselines=() if args.no_baselines else ("pattern_cosine", "peak_fom"), cache_dir=args.cache_dir,
-                   out_dir=args.out_dir, progress=_progress(), device=args.device, log=log)
+                   out_dir=args.out_dir, progress=_progress(), device=args.device, scan_deg=args.scan_range,
+                   log=log)
     fails = res["gallery_failures"]
     if fails:
         print(f"{len(fails)} gallery entries could not be read (first: {fails[0][0]}: {fails[0][1]})")
-    print(f"{res['n_gallery']} structures, {res['queries']} queries (seed {res['seed']}); "
+    cut = "" if res["scan_range_deg"] is None else " cut to {:g}-{:g} deg".format(*res["scan_range_deg"])
+    print(f"{res['n_gallery']} structures, {res['queries']} queries{cut} (seed {res['seed']}); "
           f"embeddings {'from cache' if res['embedding_cache']['reused'] else 'computed'}")
     rows = [("model", res)] + list(res["baselines"].items())
     if "hybrid" in res:
@@ -144,6 +148,9 @@ def add_evaluate_parsers(sub) -> None:
                                                     "(default: frequencies in the gallery itself)")
     ev.add_argument("--json", metavar="OUT.json", help="write all numbers as JSON")
     ev.add_argument("--out-dir", metavar="DIR", help="write tsne.png and retrieval.png here")
+    ev.add_argument("--scan-range", type=float, nargs=2, metavar=("START", "END"),
+                    help="cut every query to this 2-theta range (degrees) as a partial measured scan, the grid "
+                         "points outside filled with the smallest value inside (as search fills a short scan)")
     ev.add_argument("--no-baselines", action="store_true", help="skip the pattern-cosine and peak-FOM baselines")
     ev.add_argument("--cache-dir", metavar="DIR", help="gallery embedding cache (default ~/.cache/xrdflow/gallery "
                                                        "or $XRDFLOW_CACHE_DIR)")

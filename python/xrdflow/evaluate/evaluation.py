@@ -37,6 +37,23 @@ def make_queries(sim, reflections, kind: str = "clean", seed: int = 0) -> np.nda
     return sim.render(reflections, augmentation=xf.Augmentation.realistic(), seed=seed)[0]
 
 
+def cut_queries(Q: np.ndarray, two_theta_deg, scan_deg, seed: int = 0) -> np.ndarray:
+    """A copy of the (n, n_points) queries cut to ``scan_deg`` = (start, end) degrees 2-theta (partial scans).
+    ValueError when the range is reversed or keeps fewer than 2 grid points."""
+    import xrdflow as xf
+
+    start, end = (float(v) for v in scan_deg)
+    grid = np.asarray(two_theta_deg, dtype=np.float64)
+    if not (np.isfinite(start) and np.isfinite(end) and start < end):
+        raise ValueError(f"scan range must be two finite angles START < END in degrees, got {tuple(scan_deg)}")
+    if ((grid >= start) & (grid <= end)).sum() < 2:
+        raise ValueError(f"scan range {start:g}-{end:g} deg keeps fewer than 2 points of the model's grid "
+                         f"{grid[0]:g}-{grid[-1]:g} deg")
+    Q = np.array(Q, dtype=np.float32, copy=True)
+    xf.ScanRange.fixed(start, end).apply(Q, grid, np.arange(len(Q)), seed)
+    return Q
+
+
 @dataclass
 class Ranking:
     """Per query: rank of the answer, top-1 gallery index, the best ``keep`` indices and their scores."""
@@ -145,7 +162,7 @@ def _train_counts(train, gallery: Gallery, progress: bool) -> tuple[dict, str]:
 
 def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, train=None, baselines=BASELINES,
              cache_dir=None, use_cache: bool = True, out_dir=None, progress: bool = False, device: str = "cpu",
-             figure_query: "int | None" = None, tsne_max_points: int = 2000, log=None) -> dict:
+             figure_query: "int | None" = None, tsne_max_points: int = 2000, scan_deg=None, log=None) -> dict:
     """Evaluate a contrastive checkpoint on a gallery; returns the JSON-ready result dict.
 
     checkpoint: path of a checkpoint written by ``xrdflow train``.
@@ -153,6 +170,9 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
     train: optional path / Gallery whose space-group counts define the frequency bins
         (default: the gallery itself).
     out_dir: when given, writes ``tsne.png`` and ``retrieval.png`` there.
+    scan_deg: (start, end) in degrees 2-theta: every query cut to that range as a partial measured scan
+        (:meth:`xrdflow.ScanRange.fixed`, the points outside filled with the smallest value inside, as
+        ``xrdflow search`` fills a short scan); the gallery's patterns stay whole.
 
     When the peak_fom baseline runs, the result also holds ``hybrid``: the model's and peak_fom's
     rankings fused by reciprocal rank fusion (k = 60, :mod:`~xrdflow.evaluate.retrieval`), with the
@@ -187,6 +207,8 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
     refl = sim.reflections(gal.structures)
     clean = sim.render(refl)[0]
     Q = clean if queries == "clean" else make_queries(sim, refl, queries, seed)
+    if scan_deg is not None:
+        Q = cut_queries(Q, sim.two_theta_deg, scan_deg, seed)
     timing["simulate_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -241,6 +263,7 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
                                                           "frequency_source": freq_source}}}
                if hybrid is not None else {}),
             "queries": queries, "seed": int(seed), "checkpoint": os.fspath(checkpoint),
+            "scan_range_deg": None if scan_deg is None else [float(v) for v in scan_deg],
             "gallery": gal.source, "gallery_failures": [list(f) for f in gal.failures],
             "embedding_cache": {"path": None if cached.path is None else os.fspath(cached.path),
                                 "reused": cached.reused, "reason": cached.reason},
