@@ -39,18 +39,21 @@ def make_queries(sim, reflections, kind: str = "clean", seed: int = 0) -> np.nda
 
 def cut_queries(Q: np.ndarray, two_theta_deg, scan_deg, seed: int = 0) -> np.ndarray:
     """A copy of the (n, n_points) queries cut to ``scan_deg`` = (start, end) degrees 2-theta (partial scans).
-    ValueError when the range is reversed or keeps fewer than 2 grid points."""
+    ValueError when :class:`xrdflow.ScanRange` refuses the range (reversed, not finite, outside 0-180 deg)
+    or it keeps fewer than 2 grid points."""
     import xrdflow as xf
 
     start, end = (float(v) for v in scan_deg)
+    try:
+        scan = xf.ScanRange.fixed(start, end)
+    except ValueError as err:
+        raise ValueError(f"scan range {start:g}-{end:g} deg: {err}") from None
     grid = np.asarray(two_theta_deg, dtype=np.float64)
-    if not (np.isfinite(start) and np.isfinite(end) and start < end):
-        raise ValueError(f"scan range must be two finite angles START < END in degrees, got {tuple(scan_deg)}")
     if ((grid >= start) & (grid <= end)).sum() < 2:
         raise ValueError(f"scan range {start:g}-{end:g} deg keeps fewer than 2 points of the model's grid "
                          f"{grid[0]:g}-{grid[-1]:g} deg")
     Q = np.array(Q, dtype=np.float32, copy=True)
-    xf.ScanRange.fixed(start, end).apply(Q, grid, np.arange(len(Q)), seed)
+    scan.apply(Q, grid, np.arange(len(Q)), seed)
     return Q
 
 
