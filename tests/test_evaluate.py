@@ -326,6 +326,72 @@ def test_search_rerank_peak_fom_fuses_and_caches_reflections(tmp_path, small_csv
         search_gallery(pat, tiny_checkpoint, gal, wavelength="CuKa", cache_dir=cache, rerank="cosine")
 
 
+def test_search_rerank_fit_lists_the_fused_best_by_rwp(tmp_path, small_csv, tiny_checkpoint, capsys):
+    """A measured pattern of entry 4 with a 1.5 % larger cell: the fits refine the cell and put entry 4
+    first with the lowest Rwp, whatever rank the (random) model gave it."""
+    from xrdflow.cli import main
+    from xrdflow.evaluate import search_gallery
+
+    gal = load_gallery(small_csv)
+    s = gal.structures[4]
+    big = type(s)(s.lattice * 1.015, s.frac, s.numbers, s.charges, s.occupancy, s.b_iso, s.label)
+    cu = xf.Simulator(**{**SIM_KW, "two_theta": tuple(SIM_KW["two_theta"])})
+    y = 1000 * cu.pattern(big) + 10
+    pat = _two_column(tmp_path / "q.xy", cu.two_theta_deg, np.random.default_rng(0).poisson(y).astype(float))
+    cache = tmp_path / "cache"
+    res = search_gallery(pat, tiny_checkpoint, gal, k=8, wavelength="CuKa", cache_dir=cache, rerank="fit",
+                         fit_candidates=5)
+    rr = res["rerank"]
+    assert "then whole-pattern fits of its best 5 ranked by Rwp" in rr["method"] and rr["fit_candidates"] == 5
+    assert res["indices"][0] == 4 and abs(rr["cell_factor"][0] - 1.015) < 0.005
+    assert np.all(np.diff(rr["r_wp"][:5]) >= 0) and np.all(np.isnan(rr["r_wp"][5:]))
+    # The fits reorder the fused best 5 only; the rest keep the fused order.
+    assert sorted(rr["fused_ranks"][:5].tolist()) == [1, 2, 3, 4, 5] and rr["fused_ranks"][5:].tolist() == [6, 7, 8]
+    argv = ["search", str(pat), "--checkpoint", str(tiny_checkpoint), "--gallery", str(small_csv), "-k", "3",
+            "--wavelength", "CuKa", "--cache-dir", str(cache), "--rerank", "fit", "--fit-candidates", "4"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert "Rwp %" in lines[2] and len(lines) == 3 + 3 and lines[3].split()[1] == gal.ids[4]
+    with pytest.raises(ValueError, match="fit_candidates must be"):
+        search_gallery(pat, tiny_checkpoint, gal, wavelength="CuKa", cache_dir=cache, rerank="fit", fit_candidates=0)
+
+
+def test_evaluate_fit_rerank_on_a_query_subset(tmp_path, small_csv, tiny_checkpoint, capsys):
+    from xrdflow.cli import main
+    from xrdflow.evaluate.evaluation import evaluate
+
+    res = evaluate(tiny_checkpoint, small_csv, queries="realistic", seed=1, cache_dir=tmp_path / "cache",
+                   fit_queries=8, fit_candidates=5)
+    hf = res["hybrid_fit"]
+    same = hf["hybrid_same_queries"]
+    assert hf["n_queries"] == 8 and hf["candidates"] == 5 and hf["query_seed"] == 1
+    assert len(set(hf["queries"])) == 8 and hf["queries"] == sorted(hf["queries"])
+    assert expected_subset(24, 8, 1) == hf["queries"]
+    # Re-ranking inside the best 5 moves nothing across rank 5: top-5 and top-10 are the hybrid's.
+    assert hf["top5"] == same["top5"] and hf["top10"] == same["top10"]
+    # The fits know the physics the random model does not: every query whose answer is in the list is found.
+    assert hf["top1"] == hf["top5"] and hf["top1"] >= same["top1"]
+    assert sum(v["n"] for v in hf["per_crystal_system"].values()) == 8
+    # More queries than the gallery: all of them.
+    assert evaluate(tiny_checkpoint, small_csv, queries="clean", cache_dir=tmp_path / "cache", fit_queries=99,
+                    fit_candidates=3)["hybrid_fit"]["n_queries"] == 24
+    with pytest.raises(ValueError, match="needs the peak_fom baseline"):
+        evaluate(tiny_checkpoint, small_csv, baselines=("pattern_cosine",), fit_queries=4)
+    with pytest.raises(ValueError, match="fit candidates must be an integer from 1 to 10"):
+        evaluate(tiny_checkpoint, small_csv, cache_dir=tmp_path / "cache", fit_queries=4, fit_candidates=11)
+    argv = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--gallery", str(small_csv), "--fit-rerank", "4",
+            "--no-baselines"]
+    assert main(argv) == 2 and "drop --no-baselines" in capsys.readouterr().err
+    argv = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--gallery", str(small_csv), "--fit-rerank", "3",
+            "--fit-candidates", "2", "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 0 and "hybrid + fit" in capsys.readouterr().out
+
+
+def expected_subset(n: int, m: int, seed: int) -> list:
+    return np.sort(np.random.default_rng(seed).choice(n, m, replace=False)).tolist()
+
+
 def test_bad_inputs_raise_clear_errors(tmp_path, small_csv, tiny_checkpoint, capsys):
     from xrdflow.cli import main
     from xrdflow.evaluate.evaluation import evaluate

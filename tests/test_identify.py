@@ -12,7 +12,8 @@ import pytest
 import xrdflow as xf
 from xrdflow import examples
 from xrdflow.data import bundled_dataset
-from xrdflow.fit import identify, load_candidates
+from xrdflow.fit import fit_candidates, fit_order, identify, load_candidates
+from xrdflow.fit.identify import Candidate
 from xrdflow.fit.identify import screen
 from xrdflow.fit.model import PatternModel, compute_phase_data
 
@@ -56,6 +57,31 @@ def test_screen_finds_the_cell_factor():
     y = _render([nacl], [10000.0], tt, metric={"phase0.metric0": 1.012 ** 2 - 1})
     scores, factors = screen(tt, y, [nacl] + _examples()[1:], CU, cell_search=0.02, progress=False)
     assert np.argmax(scores) == 0 and abs(factors[0] - 1.012) < 0.003
+
+
+def test_fit_candidates_keeps_the_order_and_ranks_the_right_phase_by_rwp(distractors):
+    """The re-ranking stage of ``search --rerank fit``: one Candidate per structure in the given order,
+    each fitted from its screened cell factor; the true phase (cell 1.2 % larger) has the lowest Rwp."""
+    tt = np.arange(20.0, 90.0, 0.02)
+    ruo2 = xf.Structure.from_cif(examples.path("RuO2"), label="RuO2")
+    y = _render([ruo2], [10000.0], tt, metric={"phase0.metric0": 1.012 ** 2 - 1, "phase0.metric1": 1.012 ** 2 - 1})
+    structs = distractors[:4] + [ruo2]
+    cands = fit_candidates((tt, y), structs, "CuKa", ids=[f"s{i}" for i in range(5)])
+    assert [c.index for c in cands] == list(range(5)) and [c.id for c in cands] == ["s0", "s1", "s2", "s3", "s4"]
+    assert all(c.r_wp is not None for c in cands)
+    order = fit_order(cands)
+    assert order[0] == 4 and abs(cands[4].cell_factor - 1.012) < 0.004
+    # Counting noise alone: the refined fit comes close to the statistical floor.
+    assert cands[4].r_wp < 0.5 * min(c.r_wp for c in cands[:4])
+    with pytest.raises(ValueError, match="no candidates"):
+        fit_candidates((tt, y), [], "CuKa")
+    with pytest.raises(ValueError, match="ids for"):
+        fit_candidates((tt, y), structs, "CuKa", ids=["a"])
+
+
+def test_fit_order_puts_failed_fits_last_keeping_ties_stable():
+    c = [Candidate(i, str(i), "X", 0.0, 1.0, r) for i, r in enumerate([0.3, None, 0.1, 0.3, None])]
+    assert fit_order(c).tolist() == [2, 0, 3, 1, 4]
 
 
 def test_candidates_from_folder_and_bad_input(tmp_path):

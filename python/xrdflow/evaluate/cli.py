@@ -4,8 +4,9 @@
 
     xrdflow evaluate --checkpoint CKPT --gallery DATA [--queries clean|realistic] [--seed 0]
                      [--json OUT] [--out-dir DIR] [--train DATA] [--no-baselines] [--cache-dir DIR]
+                     [--fit-rerank N_QUERIES [--fit-candidates 10]]
     xrdflow search PATTERN --checkpoint CKPT --gallery DATA [-k 10] [--wavelength CuKa|1.5406]
-                   [--index dense|faiss] [--rerank peak_fom] [--cache-dir DIR]
+                   [--index dense|faiss] [--rerank peak_fom|fit] [--fit-candidates 10] [--cache-dir DIR]
 
 User errors exit with status 2 and one ``xrdflow: error: ...`` line (see :mod:`xrdflow.cli`).
 """
@@ -64,11 +65,13 @@ def _cmd_evaluate(args) -> int:
         from ..plot import check_output_path
 
         check_output_path(args.json)
+    if args.fit_rerank is not None and args.no_baselines:
+        raise UserError("--fit-rerank re-ranks the hybrid's list, which needs the baselines: drop --no-baselines")
     log = (lambda msg: print(f"{PROG}: {msg}", file=sys.stderr))
     res = evaluate(args.checkpoint, args.gallery, queries=args.queries, seed=args.seed, train=args.train,
                    baselines=() if args.no_baselines else ("pattern_cosine", "peak_fom"), cache_dir=args.cache_dir,
                    out_dir=args.out_dir, progress=_progress(), device=args.device, scan_deg=args.scan_range,
-                   log=log)
+                   log=log, fit_queries=args.fit_rerank, fit_candidates=args.fit_candidates)
     fails = res["gallery_failures"]
     if fails:
         print(f"{len(fails)} gallery entries could not be read (first: {fails[0][0]}: {fails[0][1]})")
@@ -81,6 +84,12 @@ def _cmd_evaluate(args) -> int:
     print(f"{'method':<16}{'top-1 %':>9}{'top-3 %':>9}{'top-5 %':>9}{'top-10 %':>10}")
     for name, m in rows:
         print(f"{name:<16}{_pct(m['top1']):>9}{_pct(m['top3']):>9}{_pct(m['top5']):>9}{_pct(m['top10']):>10}")
+    if "hybrid_fit" in res:
+        hf = res["hybrid_fit"]
+        print(f"on {hf['n_queries']} random queries (seed {hf['query_seed']}), the hybrid's best {hf['candidates']} "
+              f"re-ranked by whole-pattern fits ({hf['seconds']:.0f} s):")
+        for name, m in (("hybrid (RRF)", hf["hybrid_same_queries"]), ("hybrid + fit", hf)):
+            print(f"{name:<16}{_pct(m['top1']):>9}{_pct(m['top3']):>9}{_pct(m['top5']):>9}{_pct(m['top10']):>10}")
     print("per crystal system (model, top-1 %):  " +
           ", ".join(f"{k} {_pct(v['top1']).strip()} (n={v['n']})" for k, v in res["per_crystal_system"].items()))
     sgb = res["space_group_top1"]
@@ -106,7 +115,7 @@ def _cmd_search(args) -> int:
     try:
         res = search_gallery(args.pattern, args.checkpoint, args.gallery, k=args.k, wavelength=args.wavelength,
                              index=args.index, cache_dir=args.cache_dir, device=args.device, progress=_progress(),
-                             rerank=args.rerank)
+                             rerank=args.rerank, fit_candidates=args.fit_candidates)
     except ImportError as err:
         raise UserError(str(err)) from None
     info = res["grid_info"]
@@ -120,9 +129,13 @@ def _cmd_search(args) -> int:
     rr = res["rerank"]
     print(f"ranked by {rr['method']}; {rr['query_peaks']} peaks picked in the pattern; gallery reflections "
           f"{'cached' if rr['reflection_cache']['reused'] else 'computed'}")
-    print(format_table(res["gallery"], res["scores"], res["indices"], score_name="fused",
-                       extra={"similarity": rr["model_scores"], "model rank": rr["model_ranks"],
-                              "peak FOM": rr["peak_fom_scores"], "FOM rank": rr["peak_fom_ranks"]}))
+    extra = {"similarity": rr["model_scores"], "model rank": rr["model_ranks"],
+             "peak FOM": rr["peak_fom_scores"], "FOM rank": rr["peak_fom_ranks"]}
+    if "r_wp" in rr:
+        extra.update({"fused rank": rr["fused_ranks"],
+                      "Rwp %": ["-" if v != v else f"{100 * v:.2f}" for v in rr["r_wp"]],
+                      "cell factor": ["-" if v != v else f"{v:.4f}" for v in rr["cell_factor"]]})
+    print(format_table(res["gallery"], res["scores"], res["indices"], score_name="fused", extra=extra))
     return 0
 
 
@@ -152,6 +165,11 @@ def add_evaluate_parsers(sub) -> None:
                     help="cut every query to this 2-theta range (degrees) as a partial measured scan, the grid "
                          "points outside filled with the smallest value inside (as search fills a short scan)")
     ev.add_argument("--no-baselines", action="store_true", help="skip the pattern-cosine and peak-FOM baselines")
+    ev.add_argument("--fit-rerank", type=_positive_int, metavar="N_QUERIES",
+                    help="third stage on N random queries (seed --seed): the hybrid's best --fit-candidates "
+                         "re-ranked by whole-pattern fits (Rwp); ~1-3 s per query")
+    ev.add_argument("--fit-candidates", type=_positive_int, default=10, metavar="K",
+                    help="how many of the hybrid's best to fit (1-10, default 10)")
     ev.add_argument("--cache-dir", metavar="DIR", help="gallery embedding cache (default ~/.cache/xrdflow/gallery "
                                                        "or $XRDFLOW_CACHE_DIR)")
     ev.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
@@ -172,9 +190,12 @@ def add_evaluate_parsers(sub) -> None:
                     help="the pattern's radiation when the file does not say it (CuKa, MoKa, or angstrom)")
     se.add_argument("--index", choices=("dense", "faiss"), default="dense",
                     help="dense matrix in blocks (default) or a faiss IndexFlatIP (pip install 'xrdflow[index]')")
-    se.add_argument("--rerank", choices=("peak_fom",), default=None,
-                    help="fuse the model's ranking with the peak figure of merit's by reciprocal rank fusion "
-                         "(k=60); the gallery's reflections are cached next to the embeddings")
+    se.add_argument("--rerank", choices=("peak_fom", "fit"), default=None,
+                    help="peak_fom: fuse the model's ranking with the peak figure of merit's by reciprocal rank "
+                         "fusion (k=60; the gallery's reflections are cached next to the embeddings); fit: that, "
+                         "then whole-pattern fits of the fused best --fit-candidates, listed by Rwp")
+    se.add_argument("--fit-candidates", type=_positive_int, default=10, metavar="K",
+                    help="with --rerank fit: how many of the fused best to fit (1-100, default 10)")
     se.add_argument("--cache-dir", metavar="DIR", help="gallery embedding (and reflection) cache directory")
     se.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
     se.set_defaults(func=_cmd_search)

@@ -9,11 +9,12 @@
 * :mod:`.refine` -- :func:`fit_pattern`, staged least squares (:class:`FitConfig`);
 * :mod:`.report` -- :class:`FitResult`, uncertainties, R factors, JSON;
 * :mod:`.plot` -- the Rietveld picture;
-* :mod:`.identify` -- :func:`identify`, screening + fits of candidate phases and mixtures.
+* :mod:`.identify` -- :func:`identify`, screening + fits of candidate phases and mixtures;
+  :func:`fit_candidates`, single-phase fits of a short list (``xrdflow search --rerank fit``).
 """
-from .identify import Candidate, IdentifyResult, identify, load_candidates
+from .identify import Candidate, IdentifyResult, fit_candidates, fit_order, identify, load_candidates
 from .refine import FitConfig, as_pattern_data, fit_pattern
 from .report import FitResult, PhaseResult
 
 __all__ = ["Candidate", "FitConfig", "FitResult", "IdentifyResult", "PhaseResult", "as_pattern_data", "fit_pattern",
-           "identify", "load_candidates"]
+           "fit_candidates", "fit_order", "identify", "load_candidates"]

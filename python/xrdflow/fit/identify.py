@@ -189,6 +189,67 @@ def screen(tt: np.ndarray, y: np.ndarray, structures: Sequence[Structure], radia
     return best, best_f
 
 
+def _scaled(s: Structure, cell_factor: float) -> Structure:
+    """``s`` with its cell lengths times ``cell_factor`` (fractional coordinates kept)."""
+    return type(s)(s.lattice * cell_factor, s.frac, s.numbers, s.charges, s.occupancy, s.b_iso, s.label)
+
+
+#: Fits after a screen: the screen found the isotropic cell factor, so they search only locally.
+SCREENED_FIT = dict(cell_search=0.004, zero_search_deg=0.1, max_nfev=40)
+
+
+def _fit_each(pat, todo: Sequence[Candidate], structs: Sequence[Structure], radiation, cfg: FitConfig,
+              progress: bool) -> list[Candidate]:
+    """Single-phase fits of the Candidates ``todo`` (from their screened cell factor); sets ``fit`` and
+    ``r_wp`` and returns those that could be fitted (a ValueError, e.g. no reflection in range, skips one)."""
+    fitted = []
+    it = todo
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(todo, desc="fitting candidates", unit="fit")
+    for c in it:
+        try:
+            c.fit = fit_pattern(pat, [_scaled(structs[c.index], c.cell_factor)], radiation=radiation, config=cfg)
+            c.r_wp = c.fit.r_wp
+            fitted.append(c)
+        except ValueError:
+            continue           # e.g. no reflection in range: not a candidate for this pattern
+    return fitted
+
+
+def fit_candidates(pattern, structures: Sequence[Structure], radiation=None, *, ids: "Sequence[str] | None" = None,
+                   cell_search: float = 0.015, screen_fwhm_deg: float = 0.25, fit_config: FitConfig | None = None,
+                   progress: bool = False) -> list[Candidate]:
+    """Every given structure fitted alone to ``pattern``: the re-ranking stage of ``xrdflow search
+    --rerank fit``, for a short list that another ranker chose (so, unlike :func:`identify`, the screen
+    only supplies each structure's isotropic cell factor and chooses nothing).
+
+    Returns one :class:`Candidate` per structure, in the given order (``index`` = position in
+    ``structures``), with ``r_wp`` set, or None where the fit failed (no reflection in range).
+    """
+    data = as_pattern_data(pattern, radiation)
+    structs = list(structures)
+    if not structs:
+        raise ValueError("no candidates given")
+    ids = [str(i) for i in range(len(structs))] if ids is None else [str(i) for i in ids]
+    if len(ids) != len(structs):
+        raise ValueError(f"{len(ids)} ids for {len(structs)} structures")
+    tt, y = data.two_theta_deg, data.intensity
+    scores, factors = screen(tt, y, structs, data.radiation, cell_search=cell_search,
+                             screen_fwhm_deg=screen_fwhm_deg, progress=False)
+    cands = [Candidate(i, ids[i], s.formula, float(scores[i]), float(factors[i])) for i, s in enumerate(structs)]
+    cfg = fit_config or FitConfig(**SCREENED_FIT)
+    _fit_each((tt, y, data.sigma), cands, structs, data.radiation, cfg, progress)
+    return cands
+
+
+def fit_order(cands: Sequence[Candidate]) -> np.ndarray:
+    """Positions of ``cands`` by ascending Rwp (stable); those without a fit last, in their order."""
+    r_wp = np.array([np.inf if c.r_wp is None else c.r_wp for c in cands])
+    return np.argsort(r_wp, kind="stable")
+
+
 def identify(pattern, candidates, radiation=None, *, k: int = 5, max_phases: int = 3, cell_search: float = 0.015,
              screen_fwhm_deg: float = 0.25, min_improvement: float = 0.1, min_weight_fraction: float = 0.01,
              fit_config: FitConfig | None = None, progress: bool = True) -> IdentifyResult:
@@ -213,11 +274,10 @@ def identify(pattern, candidates, radiation=None, *, k: int = 5, max_phases: int
     order = np.argsort(-scores, kind="stable")
     screened = [Candidate(int(i), ids[i], structs[i].formula, float(scores[i]), float(factors[i])) for i in order]
     # The screen found each cell factor; the fits start from the scaled cell and only search locally.
-    cfg = fit_config or FitConfig(cell_search=0.004, zero_search_deg=0.1, max_nfev=40)
+    cfg = fit_config or FitConfig(**SCREENED_FIT)
 
     def scaled(c: Candidate) -> Structure:
-        s = structs[c.index]
-        return type(s)(s.lattice * c.cell_factor, s.frac, s.numbers, s.charges, s.occupancy, s.b_iso, s.label)
+        return _scaled(structs[c.index], c.cell_factor)
 
     def same_phase(a: Candidate, b: Candidate) -> bool:
         """Duplicates in the candidate set (same formula, volume per atom within 2 %) are not a mixture."""
@@ -228,20 +288,7 @@ def identify(pattern, candidates, radiation=None, *, k: int = 5, max_phases: int
         return abs(va - vb) < 0.02 * max(va, vb)
 
     pat = (tt, y, data.sigma)
-    fitted = []
-    todo = screened[:k]
-    it = todo
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(todo, desc="fitting candidates", unit="fit")
-    for c in it:
-        try:
-            c.fit = fit_pattern(pat, [scaled(c)], radiation=data.radiation, config=cfg)
-            c.r_wp = c.fit.r_wp
-            fitted.append(c)
-        except ValueError:
-            continue           # e.g. no reflection in range: not a candidate for this pattern
+    fitted = _fit_each(pat, screened[:k], structs, data.radiation, cfg, progress)
     ranked = sorted(fitted, key=lambda c: c.r_wp)
     if not ranked:
         return IdentifyResult([], screened, [], [], None, [], data.source)
