@@ -16,7 +16,7 @@ pytest.importorskip("sklearn")
 from xrdflow import pretrained  # noqa: E402
 from xrdflow.cli import main  # noqa: E402
 
-TINY = ["--from-scratch", "--steps", "5", "--limit", "64"]
+TINY = ["--from-scratch", "--steps", "5", "--limit", "64", "--fit-queries", "3"]
 PICTURES = ("stream_augmentation.png", "tsne.png", "retrieval.png", "fit.png")
 
 
@@ -63,6 +63,9 @@ def test_demo_writes_summary_and_pictures(demo_run):
         assert 0.0 <= ev[kind]["model"]["top1"] <= ev[kind]["model"]["top10"] <= 1.0
     # clean queries are the gallery's own patterns: pattern matching is exact on them
     assert ev["clean"]["baselines"]["pattern_cosine"]["top1"] == 1.0
+    # the third stage runs on realistic queries only, on the asked-for number of them
+    assert "hybrid_fit" not in ev["clean"] and ev["realistic"]["hybrid_fit"]["n_queries"] == 3
+    assert 0.0 <= ev["realistic"]["hybrid"]["top1"] <= 1.0
     fit = r["fit"]
     assert abs(fit["a_angstrom"]["refined"] - fit["a_angstrom"]["true"]) < 5 * fit["a_angstrom"]["su"] + 1e-4
     for name in PICTURES:
@@ -72,6 +75,7 @@ def test_demo_writes_summary_and_pictures(demo_run):
         assert (out / name).is_file(), name
     md = (out / "summary.md").read_text(encoding="utf-8")
     assert "## Retrieval on the bundled test split (64 structures)" in md and "pattern_cosine" in md
+    assert "| realistic | hybrid + fits of its best 10, the same 3 queries |" in md
     assert not list(out.glob(".*.tmp")), "temporary files left behind"
 
 

@@ -52,6 +52,8 @@ STATE_VERSION = 1
 #: Default optimizer steps: chosen so the whole demo takes about ten minutes on a 2-core CPU (README).
 DEFAULT_STEPS_FINETUNE = 300
 DEFAULT_STEPS_SCRATCH = 10000
+#: Realistic queries whose hybrid top-10 the demo re-ranks by whole-pattern fits (~1-3 s each on 2 cores).
+DEFAULT_FIT_QUERIES = 50
 STAGES = ("data", "stream", "train", "evaluate", "fit", "summary")
 
 
@@ -64,6 +66,8 @@ class DemoConfig:
     checkpoint: a checkpoint to fine-tune instead of the shipped one (path or ``pretrained:NAME``).
     resume: reuse finished stages and resume training.  fit: run the fitting stage.
     limit: use only the first N structures of each split (tests; None = all).
+    fit_queries: realistic queries whose hybrid top-10 the evaluation re-ranks by whole-pattern fits
+        (``evaluate --fit-rerank``; ~1-3 s each; 0 = none).
     seed: training seed, augmentation draws and t-SNE.  progress: tqdm bars (None: on a terminal).
     """
 
@@ -74,6 +78,7 @@ class DemoConfig:
     resume: bool = False
     fit: bool = True
     limit: int | None = None
+    fit_queries: int = DEFAULT_FIT_QUERIES
     seed: int = 0
     progress: bool | None = None
 
@@ -84,6 +89,8 @@ class DemoConfig:
         if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)
                                        or self.limit < 8):
             raise ValueError(f"limit must be an integer >= 8 (structures per split), got {self.limit!r}")
+        if isinstance(self.fit_queries, bool) or not isinstance(self.fit_queries, int) or self.fit_queries < 0:
+            raise ValueError(f"fit_queries must be a non-negative integer, got {self.fit_queries!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.from_scratch and self.checkpoint is not None:
@@ -457,7 +464,8 @@ class _Demo:
 
         t0 = self._stage(4, "evaluate", "retrieval on the bundled test split, clean and realistic queries")
         sha = sha256_file(self.checkpoint)
-        key = {"checkpoint_sha256": sha, "seed": self.cfg.seed, "limit": self.cfg.limit}
+        key = {"checkpoint_sha256": sha, "seed": self.cfg.seed, "limit": self.cfg.limit,
+               "fit_queries": self.cfg.fit_queries}
         files = [self.out / n for n in ("eval_clean.json", "eval_realistic.json", "tsne.png", "retrieval.png")]
         rec = self.state.finished("evaluate", key, files=files)
         if rec is not None:
@@ -475,11 +483,16 @@ class _Demo:
         for kind in ("clean", "realistic"):
             res = evaluate(self.checkpoint, gallery, queries=kind, seed=self.cfg.seed, train=train_gallery,
                            cache_dir=cache_dir, out_dir=os.fspath(self.out) if kind == "realistic" else None,
-                           progress=self.progress, log=self.log)
+                           progress=self.progress, log=self.log,
+                           fit_queries=(self.cfg.fit_queries or None) if kind == "realistic" else None)
             _atomic_json(self.out / f"eval_{kind}.json", res)
             out[kind] = _eval_digest(res)
             self.log(f"      {kind:9s} model top-1 {res['top1']:.3f} top-5 {res['top5']:.3f} | "
-                     + " | ".join(f"{b} top-1 {m['top1']:.3f}" for b, m in res["baselines"].items()))
+                     + " | ".join(f"{b} top-1 {m['top1']:.3f}" for b, m in res["baselines"].items())
+                     + f" | hybrid top-1 {res['hybrid']['top1']:.3f}"
+                     + (f" | hybrid + fit top-1 {res['hybrid_fit']['top1']:.3f} on {res['hybrid_fit']['n_queries']}"
+                        f" queries (hybrid {res['hybrid_fit']['hybrid_same_queries']['top1']:.3f})"
+                        if "hybrid_fit" in res else ""))
         self.results["evaluate"] = {"gallery": "bundled:test", "n_gallery": len(gallery),
                                     "checkpoint": self.checkpoint, **out,
                                     "figures": {"tsne": os.fspath(files[2]), "retrieval": os.fspath(files[3])}}
@@ -545,6 +558,9 @@ MEANINGS = {
                        "are unfamiliar to it and can score lower than realistic ones",
     "pattern_cosine": "non-learned baseline: cosine of the query with every clean gallery pattern",
     "peak_fom": "non-learned baseline: search-match figure of merit of picked peaks against each structure's lines",
+    "hybrid": "the model's and peak_fom's rankings fused by reciprocal rank fusion (k = 60, nothing tuned)",
+    "hybrid + fits": "the hybrid's best 10 re-ranked by the Rwp of a whole-pattern fit of each to the query "
+                     "(xrdflow.fit.fit_candidates), on a random subset of the realistic queries",
     "val_before/val_after": "retrieval top-1/top-5 on the bundled validation split (augmented patterns against "
                             "crystals) before and after this run's training",
     "bytes_per_structure_in_memory": "size of the cached reflections (hkl, |F|^2, multiplicities, offsets) per "
@@ -555,9 +571,14 @@ MEANINGS = {
 
 def _eval_digest(res: dict) -> dict:
     keep = ("top1", "top3", "top5", "top10")
+    fit = res.get("hybrid_fit")
     return {"model": {k: res[k] for k in keep},
             "baselines": {b: {k: m[k] for k in keep} | {"seconds": m.get("seconds")}
                           for b, m in res["baselines"].items()},
+            "hybrid": {k: res["hybrid"][k] for k in keep},
+            **({"hybrid_fit": {k: fit[k] for k in keep} | {
+                "n_queries": fit["n_queries"], "candidates": fit["candidates"], "seconds": fit["seconds"],
+                "hybrid_same_queries": {k: fit["hybrid_same_queries"][k] for k in keep}}} if fit else {}),
             "per_crystal_system_top1": {k: {"top1": v["top1"], "n": v["n"]}
                                         for k, v in res["per_crystal_system"].items()},
             "chance_top1": 1.0 / max(res["n_gallery"], 1),
@@ -709,6 +730,13 @@ def _summary_markdown(s: dict) -> str:
             if kind not in e:
                 continue
             rows = [("model", e[kind]["model"])] + list(e[kind]["baselines"].items())
+            if "hybrid" in e[kind]:
+                rows.append(("hybrid (model + peak_fom, RRF)", e[kind]["hybrid"]))
+            fit = e[kind].get("hybrid_fit")
+            if fit:
+                n = fit["n_queries"]
+                rows += [(f"hybrid, on {n} random queries", fit["hybrid_same_queries"]),
+                         (f"hybrid + fits of its best {fit['candidates']}, the same {n} queries", fit)]
             for name, m in rows:
                 lines.append(f"| {kind} | {name} | {_pct(m['top1'])} | {_pct(m['top3'])} | {_pct(m['top5'])} | "
                              f"{_pct(m['top10'])} |")
@@ -764,7 +792,8 @@ def _cmd_demo(args) -> int:
 
     try:
         cfg = DemoConfig(out=args.out, steps=args.steps, from_scratch=args.from_scratch, checkpoint=args.checkpoint,
-                         resume=args.resume, fit=not args.no_fit, limit=args.limit, seed=args.seed)
+                         resume=args.resume, fit=not args.no_fit, limit=args.limit, seed=args.seed,
+                         fit_queries=args.fit_queries)
     except ValueError as err:
         raise UserError(str(err)) from None
     argv = ["demo"] + [a for a in sys.argv[2:]] if len(sys.argv) > 1 and sys.argv[1] == "demo" else None
@@ -777,7 +806,7 @@ def _cmd_demo(args) -> int:
 
 def add_demo_parser(sub) -> None:
     """Add ``xrdflow demo`` to the subcommands."""
-    from .cli import _positive_int
+    from .cli import _int_at_least, _positive_int
 
     p = sub.add_parser(
         "demo", help="the whole pipeline on the bundled data in ~10 minutes: data, stream, model, evaluation",
@@ -798,6 +827,9 @@ def add_demo_parser(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="reuse the stages a previous run into --out finished, and resume its training")
     p.add_argument("--no-fit", action="store_true", help="skip the fitting stage")
+    p.add_argument("--fit-queries", type=_int_at_least(0), default=DEFAULT_FIT_QUERIES, metavar="N",
+                   help=f"realistic queries whose hybrid top-10 are re-ranked by whole-pattern fits "
+                        f"(default {DEFAULT_FIT_QUERIES}; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of training, augmentation draws and t-SNE (default 0)")
     p.add_argument("--limit", type=_positive_int, default=None, help=argparse.SUPPRESS)  # tests: N per split
     p.set_defaults(func=_cmd_demo)
