@@ -102,6 +102,23 @@ def test_demo_refuses_foreign_folder(tmp_path, capsys):
     assert "not written by `xrdflow demo`" in capsys.readouterr().err
 
 
+def test_demo_fine_tunes_the_shipped_model_on_a_fresh_clone(tmp_path):
+    """The shipped model is a second training stage whose config names its first stage (init_from:
+    runs/...); the demo must fine-tune it without that file."""
+    if "contrastive" not in pretrained.available():
+        pytest.skip("no shipped contrastive model in this build")
+    from xrdflow.demo import finetune_config
+    from xrdflow.train import read_checkpoint
+
+    base = read_checkpoint(pretrained.path("contrastive"), map_location="cpu")["config"]
+    cfg = finetune_config({**base, "init_from": "runs/missing/best.pt"}, tmp_path / "train", steps=3)
+    assert cfg.init_from is None and cfg.optim.max_steps == 3
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--steps", "1", "--limit", "256", "--fit-queries", "0", "--no-fit"]) == 0
+    s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert s["results"]["train"]["mode"] == "finetune" and s["complete"] is True
+
+
 def test_pretrained_path_error_says_how_to_make_it():
     with pytest.raises(FileNotFoundError, match="no shipped model 'no_such_model'.*To produce it"):
         pretrained.path("no_such_model")

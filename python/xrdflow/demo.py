@@ -192,6 +192,9 @@ def finetune_config(base_config: dict, out_dir, *, steps: int, seed: int = 0, li
         "data": _data_section(limit),
         "optim": optim,
         "run": _run_section(out_dir, steps, seed),
+        # the demo loads the shipped weights itself; a second-stage checkpoint's init_from names a file of
+        # the run that made it (runs/...), which a fresh clone does not have
+        "init_from": None,
     })
     return config_from_dict(data)
 
