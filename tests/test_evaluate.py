@@ -388,6 +388,34 @@ def test_evaluate_fit_rerank_on_a_query_subset(tmp_path, small_csv, tiny_checkpo
     assert main(argv) == 0 and "hybrid + fit" in capsys.readouterr().out
 
 
+def test_fit_rerank_fits_only_the_scanned_points_of_a_cut_query(monkeypatch, small_csv):
+    """A query cut to 20-50 deg carries fill outside the scan: only the points inside are fitted."""
+    import importlib
+
+    from xrdflow.evaluate.evaluation import Ranking, cut_queries, fit_rerank
+
+    ident = importlib.import_module("xrdflow.fit.identify")   # the module; xrdflow.fit.identify is the function
+
+    full = load_gallery(small_csv)
+    gal = gallery_from_structures(full.structures[:4], full.ids[:4])
+    sim = xf.Simulator(**{**SIM_KW, "two_theta": tuple(SIM_KW["two_theta"])})
+    Q = cut_queries(sim.render(sim.reflections(gal.structures))[0], sim.two_theta_deg, (20.0, 50.0))
+    seen = []
+    real = ident.fit_candidates
+
+    def spy(pattern, structures, radiation=None, **kw):
+        seen.append((pattern[0][0], pattern[0][-1], len(pattern[0]), len(pattern[1])))
+        return real(pattern, structures, radiation, **kw)
+
+    monkeypatch.setattr(ident, "fit_candidates", spy)
+    best = np.array([[1, 0, 2], [0, 1, 2], [3, 0, 2], [0, 1, 2]])       # query 3's answer is not listed
+    hyb = Ranking(ranks=np.array([2, 1, 3, 5]), top1=best[:, 0], best=best, best_scores=np.zeros((4, 3)))
+    res = fit_rerank(sim, gal, Q, hyb, n_queries=4, candidates=3, scan_deg=(20.0, 50.0))
+    assert len(seen) == 4 and all(20.0 <= a and b <= 50.0 and n == m for a, b, n, m in seen)
+    assert res["top1"] == 0.75 and res["hybrid_same_queries"]["top1"] == 0.25
+    assert res["top5"] == 1.0      # query 3 keeps the hybrid's rank 5
+
+
 def expected_subset(n: int, m: int, seed: int) -> list:
     return np.sort(np.random.default_rng(seed).choice(n, m, replace=False)).tolist()
 

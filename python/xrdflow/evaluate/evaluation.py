@@ -162,10 +162,13 @@ FIT_METHOD = ("single-phase whole-pattern fits (xrdflow.fit.fit_candidates: cell
 
 
 def fit_rerank(sim, gallery: Gallery, query_patterns, hybrid: Ranking, *, n_queries: int, candidates: int = 10,
-               seed: int = 0, progress: bool = False) -> dict:
+               seed: int = 0, progress: bool = False, scan_deg=None) -> dict:
     """The hybrid's best ``candidates`` entries re-ranked by Rwp of a whole-pattern fit of each to the query,
     for ``n_queries`` queries drawn at random (``numpy.random.default_rng(seed)``, without replacement;
     all when ``n_queries`` >= the gallery); a fit costs ~0.1-0.3 s, hence the subset.
+
+    scan_deg: (start, end) of queries cut to a partial scan: only the points inside are fitted (the rest
+    is fill, not data).
 
     Ranks below ``candidates`` are the hybrid's; within them a candidate with an Rwp equal to the
     answer's ranks ahead of it, and a failed fit has Rwp = inf.  Returns top-k and per-crystal-system metrics of the
@@ -193,11 +196,13 @@ def fit_rerank(sim, gallery: Gallery, query_patterns, hybrid: Ranking, *, n_quer
 
         it = tqdm(chosen, desc=f"fitting the best {candidates} of {len(chosen)} queries", unit="query")
     tt = np.asarray(sim.two_theta_deg, dtype=np.float64)
+    inside = np.ones(tt.size, bool) if scan_deg is None else (tt >= scan_deg[0]) & (tt <= scan_deg[1])
+    tt = tt[inside]
     for j, i in enumerate(it):
         short = hybrid.best[i][:candidates]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)      # ill-conditioned fits of wrong candidates
-            cands = fit_candidates((tt, np.asarray(query_patterns[i], dtype=np.float64)),
+            cands = fit_candidates((tt, np.asarray(query_patterns[i], dtype=np.float64)[inside]),
                                    [gallery.structures[c] for c in short], sim.radiation)
         hit = np.flatnonzero(short == i)
         if hit.size:      # ties count against the query, as in the other rankings
@@ -307,7 +312,7 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
     if fit_queries is not None:
         say(f"fitting the hybrid's best {fit_candidates} for {min(int(fit_queries), len(gal))} queries")
         hybrid_fit = fit_rerank(sim, gal, Q, base_rank["hybrid"], n_queries=fit_queries,
-                                candidates=fit_candidates, seed=seed, progress=progress)
+                                candidates=fit_candidates, seed=seed, progress=progress, scan_deg=scan_deg)
         timing["fit_rerank_s"] = hybrid_fit["seconds"]
 
     figures = {}
