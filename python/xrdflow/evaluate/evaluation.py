@@ -176,7 +176,7 @@ def fit_rerank(sim, gallery: Gallery, query_patterns, hybrid: Ranking, *, n_quer
     """
     import warnings
 
-    from ..fit.identify import fit_candidates
+    from ..fit.identify import fit_candidates, r_wp_values
     from .retrieval import per_group, topk_from_ranks
 
     n = len(gallery)
@@ -206,7 +206,7 @@ def fit_rerank(sim, gallery: Gallery, query_patterns, hybrid: Ranking, *, n_quer
                                    [gallery.structures[c] for c in short], sim.radiation)
         hit = np.flatnonzero(short == i)
         if hit.size:      # ties count against the query, as in the other rankings
-            r_wp = np.array([np.inf if c.r_wp is None else c.r_wp for c in cands])
+            r_wp = r_wp_values(cands)
             ranks[j] = 1 + int(np.sum(np.delete(r_wp, hit[0]) <= r_wp[hit[0]]))
     cs = gallery.crystal_systems[chosen]
     return {"method": FIT_METHOD.format(k=candidates), "candidates": int(candidates),

@@ -244,10 +244,14 @@ def fit_candidates(pattern, structures: Sequence[Structure], radiation=None, *, 
     return cands
 
 
+def r_wp_values(cands: Sequence[Candidate]) -> np.ndarray:
+    """Rwp of each Candidate, inf where it has no fit."""
+    return np.array([np.inf if c.r_wp is None else c.r_wp for c in cands], dtype=np.float64)
+
+
 def fit_order(cands: Sequence[Candidate]) -> np.ndarray:
     """Positions of ``cands`` by ascending Rwp (stable); those without a fit last, in their order."""
-    r_wp = np.array([np.inf if c.r_wp is None else c.r_wp for c in cands])
-    return np.argsort(r_wp, kind="stable")
+    return np.argsort(r_wp_values(cands), kind="stable")
 
 
 def identify(pattern, candidates, radiation=None, *, k: int = 5, max_phases: int = 3, cell_search: float = 0.015,
