@@ -22,6 +22,8 @@ BASELINES = ("pattern_cosine", "peak_fom")
 #: The hybrid: the model's ranking fused with this baseline's (reciprocal rank fusion, k = RRF_K).
 HYBRID_PARTNER = "peak_fom"
 HYBRID_METHOD = f"reciprocal rank fusion of model and {HYBRID_PARTNER}, k={RRF_K}"
+#: How many best entries per query each ranking keeps (the hybrid's list the fit stage re-ranks).
+HYBRID_KEEP = 10
 HYBRID_TIES = ("entries tied under one ranker share the worst rank of their group; "
                "an entry with a fused score equal to the correct one's ranks ahead of it")
 
@@ -161,6 +163,15 @@ FIT_METHOD = ("single-phase whole-pattern fits (xrdflow.fit.fit_candidates: cell
               "cell, zero shift, profile, background and scale refined) of the hybrid's best {k}, ranked by Rwp")
 
 
+def _check_fit_rerank(n_queries, candidates, keep: int) -> None:
+    """ValueError unless ``candidates`` is in 1..``keep`` (what the hybrid keeps) and ``n_queries`` >= 1."""
+    if isinstance(candidates, bool) or not 1 <= int(candidates) <= keep:
+        raise ValueError(f"fit candidates must be an integer from 1 to {keep} (the hybrid keeps {keep}), "
+                         f"got {candidates!r}")
+    if isinstance(n_queries, bool) or int(n_queries) < 1:
+        raise ValueError(f"the number of fitted queries must be a positive integer, got {n_queries!r}")
+
+
 def fit_rerank(sim, gallery: Gallery, query_patterns, hybrid: Ranking, *, n_queries: int, candidates: int = 10,
                seed: int = 0, progress: bool = False, scan_deg=None) -> dict:
     """The hybrid's best ``candidates`` entries re-ranked by Rwp of a whole-pattern fit of each to the query,
@@ -180,12 +191,7 @@ def fit_rerank(sim, gallery: Gallery, query_patterns, hybrid: Ranking, *, n_quer
     from .retrieval import per_group, topk_from_ranks
 
     n = len(gallery)
-    keep = hybrid.best.shape[1]
-    if isinstance(candidates, bool) or not 1 <= int(candidates) <= keep:
-        raise ValueError(f"fit candidates must be an integer from 1 to {keep} (the hybrid keeps {keep}), "
-                         f"got {candidates!r}")
-    if isinstance(n_queries, bool) or int(n_queries) < 1:
-        raise ValueError(f"the number of fitted queries must be a positive integer, got {n_queries!r}")
+    _check_fit_rerank(n_queries, candidates, hybrid.best.shape[1])
     t0 = time.perf_counter()
     chosen = np.arange(n) if n_queries >= n else \
         np.sort(np.random.default_rng(seed).choice(n, int(n_queries), replace=False))
@@ -258,6 +264,8 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
     say = log or (lambda *_: None)
     if fit_queries is not None and "peak_fom" not in tuple(baselines or ()):
         raise ValueError("fit re-ranking works on the hybrid's list, which needs the peak_fom baseline")
+    if fit_queries is not None:   # before the minutes of embedding and ranking, not after
+        _check_fit_rerank(fit_queries, fit_candidates, HYBRID_KEEP)
 
     t0 = time.perf_counter()
     model, cfg = load_checkpoint(checkpoint, device)
@@ -305,7 +313,7 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
         t0 = time.perf_counter()
         base_metrics, base_rank = run_baselines(sim, gal, refl, Q, train_counts, which=tuple(baselines),
                                                 clean_patterns=clean, progress=progress,
-                                                fuse_with=model_scores)
+                                                fuse_with=model_scores, keep=HYBRID_KEEP)
         timing["baselines_s"] = time.perf_counter() - t0
     hybrid = base_metrics.pop("hybrid", None)
     hybrid_fit = None
