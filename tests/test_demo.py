@@ -113,6 +113,10 @@ def test_demo_fine_tunes_the_shipped_model_on_a_fresh_clone(tmp_path):
     base = read_checkpoint(pretrained.path("contrastive"), map_location="cpu")["config"]
     cfg = finetune_config({**base, "init_from": "runs/missing/best.pt"}, tmp_path / "train", steps=3)
     assert cfg.init_from is None and cfg.optim.max_steps == 3
+    # a third stage's hard-negative batches need its init_from: they are dropped with it
+    cfg = finetune_config({**base, "init_from": "runs/missing/best.pt", "hard_negatives": {"group_size": 32}},
+                          tmp_path / "train", steps=3)
+    assert cfg.init_from is None and cfg.hard_negatives is None
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--steps", "1", "--limit", "256", "--fit-queries", "0", "--no-fit"]) == 0
     s = json.loads((out / "summary.json").read_text(encoding="utf-8"))

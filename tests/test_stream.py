@@ -419,3 +419,75 @@ def test_scan_range_draws_do_not_depend_on_the_split(sim, cache):
     s0 = by_index(collect(PatternStream(cache, sim, AUG, batch_size=21, seed=2, scan_range=scan)), "scan_start_deg")
     s1 = by_index(collect(epoch1), "scan_start_deg")
     assert any(s0[i] != s1[i] for i in s0)  # a new epoch draws new ranges
+
+
+# ------------------------------------------------------------- hard-negative batches
+def test_similarity_groups_split_every_row_once_into_groups_of_look_alikes():
+    from xrdflow.data import similarity_groups
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=10.0, size=(8, 5))
+    keys = np.repeat(centres, 16, axis=0) + rng.normal(scale=0.1, size=(128, 5))   # 8 tight clusters of 16
+    cluster = np.repeat(np.arange(8), 16)
+    groups = similarity_groups(keys, 16, np.random.default_rng(1))
+    rows = np.concatenate(groups)
+    assert sorted(rows.tolist()) == list(range(128))
+    assert all(8 <= len(g) <= 16 for g in groups)
+    # a random split of 128 rows into groups of 16 keeps ~2 of a group's rows in one cluster;
+    # the tree keeps most of every group in one cluster
+    purity = np.mean([np.bincount(cluster[g]).max() / len(g) for g in groups])
+    assert purity > 0.9, purity
+    # other directions, other groups; the same generator state, the same groups
+    again = similarity_groups(keys, 16, np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(groups, again))
+    ragged = similarity_groups(keys[:37], 8, np.random.default_rng(2))
+    assert sorted(np.concatenate(ragged).tolist()) == list(range(37)) and all(4 <= len(g) <= 8 for g in ragged)
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        similarity_groups(keys[:, 0], 4, rng)
+    with pytest.raises(ValueError, match="group_size"):
+        similarity_groups(keys, 0, rng)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_hard_negative_order_keeps_groups_and_covers_every_structure_once(monkeypatch, sim, cache, num_workers):
+    keys = np.repeat(np.eye(3) * 50.0, N_COPIES, axis=0)          # the 3 structures' copies are look-alikes
+    keys += np.random.default_rng(0).normal(scale=0.01, size=keys.shape)
+    stream = PatternStream(cache, sim, AUG, batch_size=4, similarity_keys=keys, group_size=7, seed=3)
+    order = stream.order(0)
+    assert sorted(order.tolist()) == list(range(len(cache)))
+    # the order is the (seed, epoch) generator's groups in its random order; a group is mostly copies
+    # of one structure (rows 7k..7k+6 of the keys)
+    from xrdflow.data import similarity_groups
+
+    rng = np.random.Generator(np.random.PCG64([3, 0]))
+    groups = similarity_groups(keys, 7, rng)
+    assert np.array_equal(order, np.concatenate([groups[i] for i in rng.permutation(len(groups))]))
+    assert np.mean([np.bincount(g // N_COPIES).max() / len(g) for g in groups]) > 0.8
+    assert np.array_equal(order, stream.order(0)) and not np.array_equal(order, stream.order(1))
+    # sharded over 2 ranks (x workers): contiguous slices, every structure once, num_batches right
+    per_rank = []
+    for rank in range(2):
+        monkeypatch.setattr(stream_mod, "distributed_rank_world", lambda rank=rank: (rank, 2))
+        batches = collect(loader(stream, num_workers))
+        assert len(batches) == stream.num_batches(world_size=2, num_workers=num_workers, rank=rank)
+        per_rank.append(indices_of(batches))
+    assert sorted(np.concatenate(per_rank).tolist()) == list(range(len(cache)))
+    assert sorted(per_rank[0].tolist()) == sorted(order[:11].tolist())   # 21 over 2 ranks: 11 + 10
+    # the draws are still keyed by (seed, epoch, index): the same pattern as a plain stream's
+    one = {"rank": 0, "world_size": 1}
+    plain = by_index(collect(PatternStream(cache, sim, AUG, batch_size=4, seed=3, **one)))
+    grouped = by_index(collect(PatternStream(cache, sim, AUG, batch_size=4, seed=3, similarity_keys=keys,
+                                             group_size=7, **one)))
+    assert len(plain) == len(grouped) == len(cache)
+    assert all(np.array_equal(plain[i], grouped[i]) for i in plain)
+
+
+def test_hard_negative_keys_are_checked(sim, cache):
+    with pytest.raises(ValueError, match=r"\(21, D\)"):
+        PatternStream(cache, sim, AUG, similarity_keys=np.zeros((20, 4)))
+    bad = np.zeros((21, 4))
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        PatternStream(cache, sim, AUG, similarity_keys=bad)
+    with pytest.raises(ValueError, match="group_size"):
+        PatternStream(cache, sim, AUG, similarity_keys=np.zeros((21, 4)), group_size=0)

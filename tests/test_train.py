@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -372,3 +373,41 @@ def test_cli_train_writes_metrics_and_a_loadable_checkpoint(tmp_path, data_cache
     assert "--resume" in err and "Traceback" not in err
     assert main(["train", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "no such config file" in capsys.readouterr().err
+
+
+def test_hard_negative_batches_group_look_alikes_and_resume_exactly(tmp_path, data_cache):
+    from xrdflow.data import similarity_groups
+    from xrdflow.train.contrastive import Trainer
+
+    first = train(tiny_config(run_dir(tmp_path, data_cache, "first"), max_steps=4), log=lambda m: None)
+
+    def hard(name, **optim):
+        cfg = tiny_config(run_dir(tmp_path, data_cache, name), **optim)
+        return dataclasses.replace(cfg, init_from=str(first.last_checkpoint), hard_negatives={"group_size": 4})
+
+    trainer = Trainer(hard("setup"), log=lambda m: None)
+    trainer.setup()
+    keys = trainer.init_crystal_embeddings()
+    # the keys are the starting model's crystal embeddings, and the epoch order is made of their groups
+    assert keys.shape == (N_TRAIN, trainer.model.cfg.embed_dim) and np.isfinite(keys).all()
+    rng = np.random.Generator(np.random.PCG64([trainer.cfg.run.seed, 0]))
+    groups = similarity_groups(keys, 4, rng)
+    assert np.array_equal(trainer.stream.order(0), np.concatenate([groups[i] for i in rng.permutation(len(groups))]))
+    trainer.close()
+
+    straight = train(hard("straight", max_steps=8), log=lambda m: None)
+    split = hard("split", max_steps=8)
+    train(split, stop_at_step=3, log=lambda m: None)
+    resumed = train(split, resume=True, log=lambda m: None)
+    a, b = read_checkpoint(straight.last_checkpoint), read_checkpoint(resumed.last_checkpoint)
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    with pytest.raises(ValueError, match="hard_negatives"):   # resumed without: refused
+        train(dataclasses.replace(split, hard_negatives=None), resume=True, log=lambda m: None)
+
+    with pytest.raises(ValueError, match="set init_from"):
+        dataclasses.replace(split, init_from=None)
+    with pytest.raises(ValueError, match="hard_negatives.group_size"):
+        dataclasses.replace(split, hard_negatives={"group_size": 1})
+    with pytest.raises(ValueError, match="hard_negatives must be"):
+        dataclasses.replace(split, hard_negatives={"group": 8})

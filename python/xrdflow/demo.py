@@ -193,8 +193,10 @@ def finetune_config(base_config: dict, out_dir, *, steps: int, seed: int = 0, li
         "optim": optim,
         "run": _run_section(out_dir, steps, seed),
         # the demo loads the shipped weights itself; a second-stage checkpoint's init_from names a file of
-        # the run that made it (runs/...), which a fresh clone does not have
+        # the run that made it (runs/...), which a fresh clone does not have; hard-negative batches are
+        # grouped by the init_from model's embeddings, so they go with it
         "init_from": None,
+        "hard_negatives": None,
     })
     return config_from_dict(data)
 

@@ -12,7 +12,7 @@ from .labels import (CRYSTAL_SYSTEMS, LAUE_CLASSES, N_EXTINCTION_GROUPS, absent_
                      extinction_group, extinction_group_members, labels_for, laue_class, n_extinction_groups)
 from .readers import LoadResult, bundled_dataset, bundled_path, bundled_splits, load_structures
 
-_STREAM_NAMES = ("PatternStream", "distributed_rank_world")
+_STREAM_NAMES = ("PatternStream", "distributed_rank_world", "similarity_groups")
 
 
 def __getattr__(name):
@@ -28,4 +28,4 @@ def __getattr__(name):
 __all__ = ["CRYSTAL_SYSTEMS", "LAUE_CLASSES", "LoadResult", "N_EXTINCTION_GROUPS", "PatternStream",
            "absent_reflections", "bundled_dataset", "bundled_path", "bundled_splits", "crystal_system",
            "distributed_rank_world", "extinction_group", "extinction_group_members", "labels_for", "laue_class",
-           "load_structures", "n_extinction_groups"]
+           "load_structures", "n_extinction_groups", "similarity_groups"]

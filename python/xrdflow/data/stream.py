@@ -40,6 +40,22 @@ inherit it); the values it had in the process that pickled the stream
 (spawned workers, whose own torch.distributed is not initialized); else 0
 and 1.  The worker comes from :func:`torch.utils.data.get_worker_info`.
 
+Hard-negative batches
+---------------------
+With ``similarity_keys`` (one feature row per structure, e.g. a trained
+model's crystal embeddings) and ``shuffle=True``, the order of an epoch is
+built from groups of ``group_size`` or fewer structures whose keys lie close
+together, so that a batch holds several sets of look-alikes: in a contrastive
+loss, where the other structures of the batch are the negatives, those are the
+hard negatives that a random batch of a large, varied training set rarely
+holds.  :func:`similarity_groups` forms the groups with a random-projection
+tree (new random directions every epoch, from ``PCG64([seed, epoch])``), and
+the groups are concatenated in a random order.  The shards are then
+*contiguous* slices of that order (the first ``N % total`` shards one
+structure longer), so that a group stays within one shard; the sizes are those
+of the strided split, and every structure still appears exactly once per
+epoch.
+
 ``drop_last=True`` drops, in each shard, the incomplete final batch, after
 first trimming every shard to the common length ``N // (world_size *
 num_workers)`` (the trim leaves out at most ``world_size * num_workers - 1``
@@ -105,7 +121,36 @@ from ..reflections import Reflections
 from ..simulate import Simulator, _as_structure
 from ..structure import Structure
 
-__all__ = ["PatternStream", "distributed_rank_world"]
+__all__ = ["PatternStream", "distributed_rank_world", "similarity_groups"]
+
+
+def similarity_groups(keys: np.ndarray, group_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Split ``range(len(keys))`` into groups of at most ``group_size`` rows with close keys.
+
+    A random-projection tree (Dasgupta and Freund, "Random projection trees and low dimensional
+    manifolds", STOC 2008): a set larger than ``group_size`` is split in two halves at the median of
+    its keys' projections on a random unit direction, recursively.  Each group thus holds between
+    ``group_size // 2`` and ``group_size`` rows (fewer only when ``len(keys) < group_size // 2``);
+    every row is in exactly one group.  The directions come from ``rng``.
+    """
+    keys = np.asarray(keys)
+    if keys.ndim != 2 or keys.shape[0] == 0:
+        raise ValueError(f"keys must be a non-empty (N, D) array, got shape {keys.shape}")
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    groups, stack = [], [np.arange(len(keys), dtype=np.int64)]
+    while stack:
+        rows = stack.pop()
+        if len(rows) <= group_size:
+            groups.append(rows)
+            continue
+        direction = rng.standard_normal(keys.shape[1])
+        projection = keys[rows] @ direction
+        order = np.argsort(projection, kind="stable")
+        half = len(rows) // 2
+        stack.append(rows[order[half:]])
+        stack.append(rows[order[:half]])
+    return groups
 
 
 def distributed_rank_world() -> tuple[int, int] | None:
@@ -183,6 +228,11 @@ class PatternStream(IterableDataset):
     scan_range : an :class:`~xrdflow.ScanRange` that cuts patterns to partial
         scans after rendering (draws keyed like the augmentation's), adding
         ``scan_start_deg`` / ``scan_end_deg`` to the yielded parameters.
+    similarity_keys : an (N, D) array of finite features, one row per
+        structure (None: a plain permutation).  With ``shuffle`` each epoch's
+        order is built from groups of look-alikes (hard-negative batches; see
+        the module docs).
+    group_size : structures per group of look-alikes (with ``similarity_keys``).
 
     Yields dicts of tensors: ``pattern`` (B, n_points) float32, made with
     :func:`torch.from_numpy` from the rendered array (no copy), ``index`` (B,)
@@ -196,7 +246,8 @@ class PatternStream(IterableDataset):
     def __init__(self, structures_or_cache, simulator: Simulator, augmentation: Augmentation | None = None,
                  batch_size: int = 64, seed: int = 0, shuffle: bool = True, drop_last: bool = False,
                  threads: int | None = 1, *, rank: int | None = None, world_size: int | None = None,
-                 scan_range: ScanRange | None = None):
+                 scan_range: ScanRange | None = None, similarity_keys: np.ndarray | None = None,
+                 group_size: int = 32):
         super().__init__()
         if not isinstance(simulator, Simulator):
             raise TypeError(f"simulator must be an xrdflow.Simulator, got {type(simulator).__name__}")
@@ -239,6 +290,18 @@ class PatternStream(IterableDataset):
                 raise ValueError("the list of structures is empty: nothing to stream")
             self._cache = None
             self._n = len(self._structures)
+
+        self.group_size = _check_count("group_size", group_size, minimum=1)
+        self.similarity_keys = None
+        if similarity_keys is not None:
+            keys = np.asarray(similarity_keys)
+            if keys.ndim != 2 or keys.shape[0] != self._n or keys.shape[1] == 0:
+                raise ValueError(f"similarity_keys must be an ({self._n}, D) array (one row per structure), "
+                                 f"got shape {keys.shape}")
+            if not np.issubdtype(keys.dtype, np.floating) or not np.isfinite(keys).all():
+                raise ValueError("similarity_keys must be finite floating-point features (NaN or inf found, "
+                                 f"or dtype {keys.dtype})")
+            self.similarity_keys = keys
 
         # The epoch in shared memory: set_epoch in the main process reaches
         # persistent DataLoader workers (forked or spawned) at their next pass.
@@ -286,7 +349,11 @@ class PatternStream(IterableDataset):
         epoch = self.epoch if epoch is None else _check_seed("epoch", epoch)
         if not self.shuffle:
             return np.arange(self._n, dtype=np.int64)
-        return np.random.Generator(np.random.PCG64([self.seed, epoch])).permutation(self._n).astype(np.int64)
+        rng = np.random.Generator(np.random.PCG64([self.seed, epoch]))
+        if self.similarity_keys is None:
+            return rng.permutation(self._n).astype(np.int64)
+        groups = similarity_groups(self.similarity_keys, self.group_size, rng)
+        return np.concatenate([groups[i] for i in rng.permutation(len(groups))])
 
     def _shard_length(self, total: int) -> int | None:
         """Common shard length under drop_last (a multiple of batch_size), else None."""
@@ -304,7 +371,13 @@ class PatternStream(IterableDataset):
             raise ValueError(f"need 0 <= rank < world_size and 0 <= worker < num_workers, got rank={rank}, "
                              f"world_size={world_size}, worker={worker}, num_workers={num_workers}")
         total = world_size * num_workers
-        shard = self.order(epoch)[rank * num_workers + worker::total]
+        g = rank * num_workers + worker
+        if self.similarity_keys is not None and self.shuffle:
+            # contiguous, so that a group of look-alikes stays in one shard; the same sizes as strided
+            start = g * (self._n // total) + min(g, self._n % total)
+            shard = self.order(epoch)[start:start + self._n // total + (g < self._n % total)]
+        else:
+            shard = self.order(epoch)[g::total]
         keep = self._shard_length(total)
         return shard if keep is None else shard[:keep]
 

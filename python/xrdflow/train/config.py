@@ -281,6 +281,11 @@ class TrainConfig(SimulatedRunConfig):
         config's.  Optimizer, schedule, step and RNG start afresh: a second
         training stage (fine-tuning, a new cosine cycle, another batch size).
         A resumed run takes its weights from last.pt instead.
+    hard_negatives: null, or ``{group_size: N}`` (N >= 2): batches made of
+        groups of N or fewer training structures that the ``init_from`` model
+        embeds close together (:func:`xrdflow.data.similarity_groups` on its
+        crystal embeddings, regrouped every epoch), so that the in-batch
+        negatives include look-alikes.  Needs ``init_from``.
     optim: :class:`OptimConfig`.  run: :class:`RunConfig`.
     """
 
@@ -290,6 +295,7 @@ class TrainConfig(SimulatedRunConfig):
     augmentation: Any = "realistic"
     scan_range: Any = None
     init_from: Optional[str] = None
+    hard_negatives: Optional[dict] = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -301,6 +307,15 @@ class TrainConfig(SimulatedRunConfig):
                 raise ValueError(f"init_from must be a checkpoint path, pretrained:NAME or null, got "
                                  f"{self.init_from!r}")
             self.init_from = os.fspath(self.init_from)
+        if self.hard_negatives is not None:
+            spec = self.hard_negatives
+            if not isinstance(spec, dict) or set(spec) - {"group_size"}:
+                raise ValueError(f"hard_negatives must be null or {{group_size: N}}, got {spec!r}")
+            _check_int("hard_negatives.group_size", spec.get("group_size", 32), minimum=2)
+            if self.init_from is None:
+                raise ValueError("hard_negatives groups structures by the crystal embeddings of the init_from "
+                                 "model: set init_from (e.g. pretrained:contrastive) or hard_negatives: null")
+            self.hard_negatives = {"group_size": int(spec.get("group_size", 32))}
         self._check_simulation(pattern_length(self.model), "the pattern encoder", "(model.pattern)")
 
 

@@ -38,8 +38,10 @@ import os
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .._fileio import sha256_file
 from . import distributed as dist_util
@@ -161,7 +163,12 @@ class Trainer(StreamTrainer):
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.towers = DDP(self.towers, device_ids=ids, output_device=self.device.index if ids else None)
-        self._build_stream(self.data.train_reflections, self.data.n_train)
+        keys, group_size = None, 32
+        if cfg.hard_negatives is not None:
+            keys, group_size = self.init_crystal_embeddings(), cfg.hard_negatives["group_size"]
+            self.log(f"hard-negative batches: groups of <= {group_size} look-alikes by the init_from "
+                     "model's crystal embeddings")
+        self._build_stream(self.data.train_reflections, self.data.n_train, keys, group_size)
         self._build_optimization()
         self._val_patterns = None
         self._start_metrics(ckpt)
@@ -170,6 +177,27 @@ class Trainer(StreamTrainer):
                  + (f", autocast {self.autocast_dtype}" if self.autocast_dtype else "")
                  + (f"; {self.dist.world_size} processes" if self.dist.enabled else "")
                  + f"; {self.steps_per_epoch} steps per epoch, {self.total_steps} steps in all")
+
+    @torch.no_grad()
+    def init_crystal_embeddings(self, chunk: int = 256) -> np.ndarray:
+        """(n_train, embed_dim) float32 crystal embeddings of the training structures by the ``init_from``
+        model (not the weights being trained: a resumed run regroups exactly as the uninterrupted one)."""
+        from ..models import DualTower, collate_graphs
+
+        state = torch.random.get_rng_state()  # building a model draws initial weights: keep the run's RNG
+        try:
+            model = DualTower(self.cfg.model)
+        finally:
+            torch.random.set_rng_state(state)
+        init_weights(model, self.cfg)
+        model.to(self.device).eval()
+        graphs = self.data.train_graphs
+        out = []
+        for start in tqdm(range(0, len(graphs), chunk), desc="hard negatives: embed", unit="batch",
+                          disable=not (progress_enabled(self.cfg.run.progress) and self.dist.is_main)):
+            g = collate_graphs(graphs[start:start + chunk]).to(self.device)
+            out.append(model.encode_crystals(g).float().cpu().numpy())
+        return np.concatenate(out)
 
     def _restore(self, ckpt: dict) -> None:
         super()._restore(ckpt)

@@ -44,7 +44,7 @@ __all__ = ["StreamTrainer", "LAST", "BEST", "RESUME_SECTIONS", "progress_enabled
 
 LAST, BEST = "last.pt", "best.pt"
 #: config sections a resumed run must share with the checkpoint (``run`` may differ).
-RESUME_SECTIONS = ("model", "data", "simulator", "augmentation", "scan_range", "init_from", "optim")
+RESUME_SECTIONS = ("model", "data", "simulator", "augmentation", "scan_range", "init_from", "hard_negatives", "optim")
 
 
 # ------------------------------------------------------------------ small stages
@@ -203,8 +203,9 @@ class StreamTrainer:
                              f"{', '.join(diff[:10])}{' ...' if len(diff) > 10 else ''} "
                              "(only the run section may change between a run and its resumption)")
 
-    def _build_stream(self, reflections, n_train: int) -> None:
-        """The shuffled, augmented :class:`~xrdflow.data.PatternStream` of this rank and its DataLoader."""
+    def _build_stream(self, reflections, n_train: int, similarity_keys=None, group_size: int = 32) -> None:
+        """The shuffled, augmented :class:`~xrdflow.data.PatternStream` of this rank and its DataLoader
+        (with hard-negative batches when ``similarity_keys`` are given)."""
         from ..data import PatternStream
 
         cfg = self.cfg
@@ -214,7 +215,8 @@ class StreamTrainer:
         self.stream = PatternStream(reflections, self.sim, self.augmentation, batch_size=cfg.optim.batch_size,
                                     seed=cfg.run.seed, shuffle=True, drop_last=True, threads=threads,
                                     rank=self.dist.rank, world_size=self.dist.world_size,
-                                    scan_range=cfg.make_scan_range())
+                                    scan_range=cfg.make_scan_range(), similarity_keys=similarity_keys,
+                                    group_size=group_size)
         self.steps_per_epoch = self.stream.num_batches(self.dist.world_size, cfg.run.num_workers, self.dist.rank)
         if self.steps_per_epoch == 0:
             raise ValueError(f"{n_train} training structures give no full batch of {cfg.optim.batch_size} "
