@@ -411,3 +411,36 @@ def test_hard_negative_batches_group_look_alikes_and_resume_exactly(tmp_path, da
         dataclasses.replace(split, hard_negatives={"group_size": 1})
     with pytest.raises(ValueError, match="hard_negatives must be"):
         dataclasses.replace(split, hard_negatives={"group": 8})
+
+
+def test_val_distractors_make_validation_a_harder_gallery_and_pick_best_pt(tmp_path, data_cache):
+    cfg = tiny_config(run_dir(tmp_path, data_cache, "distract"), max_steps=3)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_distractors=20))
+    from xrdflow.train.data import cache_key
+    assert cache_key(cfg) == cache_key(tiny_config(tmp_path))   # the prepared data are the same
+    logs = []
+    r = train(cfg, log=logs.append)
+    val = r.last_val
+    assert val["n_distractors"] == 20 and val["n"] == N_VAL
+    # more wrong answers can only push the right one down
+    assert val["top1_distractors"] <= val["top1"] and val["top5_distractors"] <= val["top5"]
+    assert r.best_val_top1 == read_checkpoint(r.best_checkpoint)["best"]["val_top1_distractors"]
+    rows = [row for row in csv.DictReader(open(Path(cfg.run.out_dir) / "metrics.csv")) if row["split"] == "val"]
+    assert rows and float(rows[-1]["val_top1_distractors"]) == pytest.approx(val["top1_distractors"])
+    assert any("20 distractors" in m for m in logs)
+
+    # an independent count: rank the validation patterns among validation + the same distractors by hand
+    from xrdflow.train.contrastive import Trainer
+
+    trainer = Trainer(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=str(tmp_path / "again"))),
+                      log=lambda m: None)
+    trainer.setup()
+    c, x = trainer.embed_validation()
+    wrong = trainer.embed_train_crystals(trainer.distractors)
+    sims = (x @ torch.cat([c, wrong]).T).numpy()
+    right = sims[np.arange(len(x)), np.arange(len(x))]
+    expect = float(np.mean((sims > right[:, None]).sum(1) == 0))
+    assert trainer.validate()["top1_distractors"] == pytest.approx(expect)
+    trainer.close()
+    with pytest.raises(ValueError, match="data.val_distractors"):
+        dataclasses.replace(cfg.data, val_distractors=-1)

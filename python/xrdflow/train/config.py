@@ -79,6 +79,11 @@ class DataConfig:
         the pool, before cleaning; None = all).
     cache: keep the prepared data (ids, reflections, graphs) under
         ``run.out_dir/cache`` so a resumed or repeated run reuses it.
+    val_distractors: training crystals (a fixed random choice, seeded by the
+        holdout seed) added to the validation gallery as wrong answers, so that
+        validation approaches the difficulty of a gallery of thousands (0 =
+        none).  When set, validation also reports ``top1_distractors`` /
+        ``top5_distractors`` and best.pt is chosen by ``top1_distractors``.
     """
 
     train: list = field(default_factory=lambda: ["bundled:train"])
@@ -91,6 +96,7 @@ class DataConfig:
     dedup: bool = True
     max_structures: Optional[int] = None
     cache: bool = True
+    val_distractors: int = 0
 
     def __post_init__(self):
         for name in ("train", "val", "leakage_against"):
@@ -106,6 +112,7 @@ class DataConfig:
         _check_int("data.holdout_seed", self.holdout_seed, minimum=0, allow_none=True)
         _check_int("data.max_val_structures", self.max_val_structures, minimum=1, allow_none=True)
         _check_int("data.max_structures", self.max_structures, minimum=2, allow_none=True)
+        _check_int("data.val_distractors", self.val_distractors, minimum=0)
         for name in ("remove_overlaps", "dedup", "cache"):
             _check_bool(f"data.{name}", getattr(self, name))
 

@@ -103,6 +103,9 @@ def retrieval_accuracy(crystal: torch.Tensor, pattern: torch.Tensor, ks=(1, 5)) 
 
 @dataclass
 class TrainResult:
+    """Where a run stands.  ``best_val_top1``: the best validation top-1 that picked best.pt (with
+    ``data.val_distractors``, the top-1 among validation crystals plus distractors)."""
+
     out_dir: str
     step: int
     epoch: int
@@ -171,12 +174,28 @@ class Trainer(StreamTrainer):
         self._build_stream(self.data.train_reflections, self.data.n_train, keys, group_size)
         self._build_optimization()
         self._val_patterns = None
+        self._choose_distractors()
         self._start_metrics(ckpt)
         n_params = sum(p.numel() for p in self.model.parameters())
         self.log(f"model: {n_params:,} parameters on {self.device}"
                  + (f", autocast {self.autocast_dtype}" if self.autocast_dtype else "")
                  + (f"; {self.dist.world_size} processes" if self.dist.enabled else "")
                  + f"; {self.steps_per_epoch} steps per epoch, {self.total_steps} steps in all")
+
+    def _choose_distractors(self) -> None:
+        """``data.val_distractors`` training structures (fixed by the holdout seed) that validation adds to
+        its gallery; with them best.pt follows ``top1_distractors``."""
+        from .data import holdout_seed
+        from .metrics import COLUMNS
+
+        n = min(self.cfg.data.val_distractors, self.data.n_train)
+        self.distractors = np.zeros(0, dtype=np.int64)
+        if n == 0 or self.data.n_val < 2:
+            return
+        rng = np.random.Generator(np.random.PCG64([holdout_seed(self.cfg), 0xD157]))
+        self.distractors = np.sort(rng.choice(self.data.n_train, n, replace=False))
+        self.columns = COLUMNS + ("val_top1_distractors", "val_top5_distractors")
+        self.best_key = "top1_distractors"
 
     @torch.no_grad()
     def init_crystal_embeddings(self, chunk: int = 256) -> np.ndarray:
@@ -257,8 +276,25 @@ class Trainer(StreamTrainer):
         finally:
             self.model.train()
 
+    @torch.no_grad()
+    def embed_train_crystals(self, index, chunk: int = 256) -> torch.Tensor:
+        """Crystal embeddings of the training structures ``index`` by the model being trained (eval mode)."""
+        from ..models import collate_graphs
+
+        self.model.eval()
+        try:
+            out = []
+            for start in range(0, len(index), chunk):
+                g = collate_graphs([self.data.train_graphs[i] for i in index[start:start + chunk]]).to(self.device)
+                with self._autocast():
+                    out.append(self.model.encode_crystals(g).float().cpu())
+            return torch.cat(out)
+        finally:
+            self.model.train()
+
     def validate(self, epoch: int | None = None) -> dict | None:
-        """Retrieval top-1/top-5 of validation patterns among validation crystals (rank 0), or None."""
+        """Retrieval top-1/top-5 of validation patterns among validation crystals (rank 0), or None; with
+        ``data.val_distractors`` also among validation crystals plus the distractors."""
         if self.data.n_val < 2:
             return None
         result = None
@@ -266,9 +302,17 @@ class Trainer(StreamTrainer):
             c, x = self.embed_validation()
             result = retrieval_accuracy(c, x)
             result["n"] = self.data.n_val
+            extra = {}
+            if len(self.distractors):
+                wrong = self.embed_train_crystals(self.distractors)
+                hard = retrieval_accuracy(torch.cat([c, wrong]), x)
+                result.update(top1_distractors=hard["top1"], top5_distractors=hard["top5"],
+                              n_distractors=len(self.distractors))
+                extra = {"val_top1_distractors": hard["top1"], "val_top5_distractors": hard["top5"]}
             self.last_val = result
-            self.metrics.log(step=self.step_count, epoch=self.epoch if epoch is None else epoch, split="val", val_top1=result["top1"],
-                             val_top5=result["top5"], val_n=result["n"], elapsed_s=round(self._elapsed(), 3))
+            self.metrics.log(step=self.step_count, epoch=self.epoch if epoch is None else epoch, split="val",
+                             val_top1=result["top1"], val_top5=result["top5"], val_n=result["n"], **extra,
+                             elapsed_s=round(self._elapsed(), 3))
         dist_util.barrier(self.dist)
         return result
 
@@ -293,8 +337,12 @@ class Trainer(StreamTrainer):
                 "top1": None if self.last_val is None else f"{self.last_val['top1']:.3f}"}
 
     def _val_message(self, val: dict) -> str:
-        return (f"step {self.step_count}: validation top-1 {val['top1']:.4f}, top-5 {val['top5']:.4f} "
-                f"({val['n']} structures)")
+        msg = (f"step {self.step_count}: validation top-1 {val['top1']:.4f}, top-5 {val['top5']:.4f} "
+               f"({val['n']} structures)")
+        if "top1_distractors" in val:
+            msg += (f"; with {val['n_distractors']} distractors top-1 {val['top1_distractors']:.4f}, "
+                    f"top-5 {val['top5_distractors']:.4f}")
+        return msg
 
     def _result(self, steps_per_s: float) -> TrainResult:
         return TrainResult(**self._summary(steps_per_s), best_val_top1=self.best)

@@ -149,11 +149,13 @@ def holdout_seed(cfg) -> int:
 
 
 def data_key_settings(cfg) -> tuple[dict, int]:
-    """(data section without ``cache`` and ``holdout_seed``, the effective holdout seed): what the prepared
-    data depend on, so a run that only moves the seed into ``data.holdout_seed`` keeps its cache key."""
+    """(data section without ``cache``, ``holdout_seed`` and ``val_distractors``, the effective holdout seed):
+    what the prepared data depend on, so a run that only moves the seed into ``data.holdout_seed`` keeps its
+    cache key."""
     data = config_to_dict(cfg.data)
     data.pop("cache", None)
     data.pop("holdout_seed", None)
+    data.pop("val_distractors", None)   # chosen from the prepared training set, not part of it
     return data, holdout_seed(cfg)
 
 

@@ -139,6 +139,7 @@ class StreamTrainer:
         self.resume = resume
         self._log = log if log is not None else tqdm_safe_print
         self.dist = dist_util.DistInfo()
+        self._t0 = time.perf_counter()  # run() restarts it; validate() may also be called before run()
 
     def log(self, msg: str) -> None:
         if self.dist.is_main:
