@@ -56,6 +56,18 @@ def loader(stream, num_workers, **kw):
     return DataLoader(stream, batch_size=None, num_workers=num_workers, **kw)
 
 
+def indices_per_fake_rank(monkeypatch, stream, num_workers, world_size=2) -> list[np.ndarray]:
+    """The indices each rank streams, torch.distributed faked by replacing the rank lookup (inherited by
+    forked workers); checks each rank's batch count against num_batches."""
+    per_rank = []
+    for rank in range(world_size):
+        monkeypatch.setattr(stream_mod, "distributed_rank_world", lambda rank=rank: (rank, world_size))
+        batches = collect(loader(stream, num_workers))
+        assert len(batches) == stream.num_batches(world_size=world_size, num_workers=num_workers, rank=rank)
+        per_rank.append(indices_of(batches))
+    return per_rank
+
+
 # ------------------------------------------------------------- coverage
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_every_structure_once_single_process(sim, cache, shuffle):
@@ -88,12 +100,7 @@ def test_every_structure_once_with_workers(sim, cache, shuffle):
 def test_every_structure_once_two_ranks(monkeypatch, sim, cache, shuffle, num_workers):
     """torch.distributed faked by replacing the rank lookup (inherited by forked workers)."""
     stream = PatternStream(cache, sim, AUG, batch_size=3, shuffle=shuffle)
-    per_rank = []
-    for rank in range(2):
-        monkeypatch.setattr(stream_mod, "distributed_rank_world", lambda rank=rank: (rank, 2))
-        batches = collect(loader(stream, num_workers))
-        assert len(batches) == stream.num_batches(world_size=2, num_workers=num_workers, rank=rank)
-        per_rank.append(indices_of(batches))
+    per_rank = indices_per_fake_rank(monkeypatch, stream, num_workers)
     assert not set(per_rank[0]) & set(per_rank[1])
     assert sorted(np.concatenate(per_rank).tolist()) == list(range(len(cache)))
     # explicit rank/world_size give the same shards
@@ -465,12 +472,7 @@ def test_hard_negative_order_keeps_groups_and_covers_every_structure_once(monkey
     assert np.mean([np.bincount(g // N_COPIES).max() / len(g) for g in groups]) > 0.8
     assert np.array_equal(order, stream.order(0)) and not np.array_equal(order, stream.order(1))
     # sharded over 2 ranks (x workers): contiguous slices, every structure once, num_batches right
-    per_rank = []
-    for rank in range(2):
-        monkeypatch.setattr(stream_mod, "distributed_rank_world", lambda rank=rank: (rank, 2))
-        batches = collect(loader(stream, num_workers))
-        assert len(batches) == stream.num_batches(world_size=2, num_workers=num_workers, rank=rank)
-        per_rank.append(indices_of(batches))
+    per_rank = indices_per_fake_rank(monkeypatch, stream, num_workers)
     assert sorted(np.concatenate(per_rank).tolist()) == list(range(len(cache)))
     assert sorted(per_rank[0].tolist()) == sorted(order[:11].tolist())   # 21 over 2 ranks: 11 + 10
     # the draws are still keyed by (seed, epoch, index): the same pattern as a plain stream's
