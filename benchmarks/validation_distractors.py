@@ -35,7 +35,7 @@ def main(argv=None) -> int:
 
     from xrdflow import pretrained
     from xrdflow._fileio import atomic_write_text
-    from xrdflow.models import collate_graphs
+    from xrdflow.evaluate.gallery import encode_graphs, encode_patterns
     from xrdflow.train import load_config, load_model
     from xrdflow.train.contrastive import retrieval_accuracy
     from xrdflow.train.data import holdout_seed, prepare_data
@@ -51,16 +51,14 @@ def main(argv=None) -> int:
     sim = cfg.make_simulator()
     patterns, _ = sim.render(data.val_reflections, augmentation=cfg.make_augmentation(),
                              seed=cfg.run.val_augmentation_seed, epoch=0)
-    patterns = torch.from_numpy(patterns)
 
     out = {"config": str(args.config), "n_val": data.n_val, "n_distractors": int(args.distractors), "results": {}}
     print(f"{data.n_val} validation patterns; {data.n_val} validation + {args.distractors} training crystals")
     print(f"{'checkpoint':60s} {'top-1':>6s} {'top-5':>6s} {'top-10':>6s}   {'val only top-1':>14s}")
     for spec in args.checkpoints:
         model, _ = load_model(pretrained.resolve(spec))
-        with torch.no_grad():
-            c = torch.cat([model.encode_crystals(collate_graphs(graphs[s:s + 256])) for s in range(0, len(graphs), 256)])
-            x = torch.cat([model.encode_patterns(patterns[s:s + 256]) for s in range(0, len(patterns), 256)])
+        c = torch.from_numpy(encode_graphs(model, graphs, batch_size=256))
+        x = torch.from_numpy(encode_patterns(model, patterns))
         hard = retrieval_accuracy(c, x, ks=(1, 5, 10))
         easy = retrieval_accuracy(c[:data.n_val], x, ks=(1,))
         out["results"][spec] = {**hard, "top1_val_only": easy["top1"]}

@@ -163,18 +163,27 @@ def _device_of(model):
 
 def encode_structures(model, structures, *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """(n, embed_dim) float32 crystal embeddings (model in eval mode, no gradients)."""
+    from ..models import build_graphs
+
+    graphs = build_graphs(structures, **model.graph_kwargs(), progress=progress)
+    return encode_graphs(model, graphs, batch_size=batch_size, progress=progress)
+
+
+def encode_graphs(model, graphs, *, batch_size: int = 64, progress: bool = False,
+                  desc: str = "embedding gallery") -> np.ndarray:
+    """(n, embed_dim) float32 crystal embeddings of prepared crystal graphs (model in eval mode, no
+    gradients; its training mode is restored after)."""
     import torch
 
-    from ..models import build_graphs, collate_graphs
+    from ..models import collate_graphs
 
     device = _device_of(model)
-    graphs = build_graphs(structures, **model.graph_kwargs(), progress=progress)
     out = []
     starts = range(0, len(graphs), batch_size)
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc="embedding gallery", leave=False)
+        starts = tqdm(starts, desc=desc, leave=False)
     was_training = model.training
     model.eval()
     try:

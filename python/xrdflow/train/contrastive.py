@@ -41,7 +41,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._fileio import sha256_file
 from . import distributed as dist_util
@@ -197,11 +196,11 @@ class Trainer(StreamTrainer):
         self.columns = COLUMNS + ("val_top1_distractors", "val_top5_distractors")
         self.best_key = "top1_distractors"
 
-    @torch.no_grad()
     def init_crystal_embeddings(self, chunk: int = 256) -> np.ndarray:
         """(n_train, embed_dim) float32 crystal embeddings of the training structures by the ``init_from``
         model (not the weights being trained: a resumed run regroups exactly as the uninterrupted one)."""
-        from ..models import DualTower, collate_graphs
+        from ..evaluate.gallery import encode_graphs
+        from ..models import DualTower
 
         state = torch.random.get_rng_state()  # building a model draws initial weights: keep the run's RNG
         try:
@@ -209,14 +208,9 @@ class Trainer(StreamTrainer):
         finally:
             torch.random.set_rng_state(state)
         init_weights(model, self.cfg)
-        model.to(self.device).eval()
-        graphs = self.data.train_graphs
-        out = []
-        for start in tqdm(range(0, len(graphs), chunk), desc="hard negatives: embed", unit="batch",
-                          disable=not (progress_enabled(self.cfg.run.progress) and self.dist.is_main)):
-            g = collate_graphs(graphs[start:start + chunk]).to(self.device)
-            out.append(model.encode_crystals(g).float().cpu().numpy())
-        return np.concatenate(out)
+        return encode_graphs(model.to(self.device), self.data.train_graphs, batch_size=chunk,
+                             progress=progress_enabled(self.cfg.run.progress) and self.dist.is_main,
+                             desc="hard negatives: embedding")
 
     def _restore(self, ckpt: dict) -> None:
         super()._restore(ckpt)
@@ -276,21 +270,14 @@ class Trainer(StreamTrainer):
         finally:
             self.model.train()
 
-    @torch.no_grad()
     def embed_train_crystals(self, index, chunk: int = 256) -> torch.Tensor:
-        """Crystal embeddings of the training structures ``index`` by the model being trained (eval mode)."""
-        from ..models import collate_graphs
+        """Crystal embeddings of the training structures ``index`` by the model being trained (eval mode, the
+        validation's autocast)."""
+        from ..evaluate.gallery import encode_graphs
 
-        self.model.eval()
-        try:
-            out = []
-            for start in range(0, len(index), chunk):
-                g = collate_graphs([self.data.train_graphs[i] for i in index[start:start + chunk]]).to(self.device)
-                with self._autocast():
-                    out.append(self.model.encode_crystals(g).float().cpu())
-            return torch.cat(out)
-        finally:
-            self.model.train()
+        with self._autocast():
+            return torch.from_numpy(encode_graphs(self.model, [self.data.train_graphs[i] for i in index],
+                                                  batch_size=chunk))
 
     def validate(self, epoch: int | None = None) -> dict | None:
         """Retrieval top-1/top-5 of validation patterns among validation crystals (rank 0), or None; with
