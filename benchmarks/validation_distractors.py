@@ -30,7 +30,6 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write the numbers here")
     args = ap.parse_args(argv)
 
-    import numpy as np
     import torch
 
     from xrdflow import pretrained
@@ -38,15 +37,13 @@ def main(argv=None) -> int:
     from xrdflow.evaluate.gallery import encode_graphs, encode_patterns
     from xrdflow.train import load_config, load_model
     from xrdflow.train.contrastive import retrieval_accuracy
-    from xrdflow.train.data import holdout_seed, prepare_data
+    from xrdflow.train.data import prepare_data, validation_distractors
 
     cfg = load_config(args.config)
     data = prepare_data(cfg, cfg.run.out_dir, progress=False, log=lambda m: None, cache_only=True)
     if not 0 < args.distractors <= data.n_train:
         raise SystemExit(f"--distractors must be in [1, {data.n_train}] (the training set), got {args.distractors}")
-    # the same choice as data.val_distractors in the trainer
-    rng = np.random.Generator(np.random.PCG64([holdout_seed(cfg), 0xD157]))
-    chosen = np.sort(rng.choice(data.n_train, args.distractors, replace=False))
+    chosen = validation_distractors(cfg, data.n_train, args.distractors)   # as data.val_distractors chooses
     graphs = list(data.val_graphs) + [data.train_graphs[i] for i in chosen]
     sim = cfg.make_simulator()
     patterns, _ = sim.render(data.val_reflections, augmentation=cfg.make_augmentation(),

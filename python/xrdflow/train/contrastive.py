@@ -184,15 +184,14 @@ class Trainer(StreamTrainer):
     def _choose_distractors(self) -> None:
         """``data.val_distractors`` training structures (fixed by the holdout seed) that validation adds to
         its gallery; with them best.pt follows ``top1_distractors``."""
-        from .data import holdout_seed
+        from .data import validation_distractors
         from .metrics import COLUMNS
 
         n = min(self.cfg.data.val_distractors, self.data.n_train)
         self.distractors = np.zeros(0, dtype=np.int64)
         if n == 0 or self.data.n_val < 2:
             return
-        rng = np.random.Generator(np.random.PCG64([holdout_seed(self.cfg), 0xD157]))
-        self.distractors = np.sort(rng.choice(self.data.n_train, n, replace=False))
+        self.distractors = validation_distractors(self.cfg, self.data.n_train, n)
         self.columns = COLUMNS + ("val_top1_distractors", "val_top5_distractors")
         self.best_key = "top1_distractors"
 

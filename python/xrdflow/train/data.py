@@ -42,7 +42,8 @@ from .._fileio import sha256_file
 from .config import TrainConfig, atomic_write_bytes, config_to_dict
 
 __all__ = ["PreparedData", "prepare_data", "read_source", "read_sources", "source_fingerprint",
-           "sources_fingerprint", "sha256_file", "graph_settings", "holdout_seed", "data_key_settings", "CACHE_VERSION"]
+           "sources_fingerprint", "sha256_file", "graph_settings", "holdout_seed", "validation_distractors",
+           "data_key_settings", "CACHE_VERSION"]
 
 CACHE_VERSION = 2  # 2: graphs carry the lattice descriptor (lattice_k in the key)
 BUNDLED_PREFIX = "bundled:"
@@ -146,6 +147,13 @@ def graph_settings(cfg: TrainConfig) -> dict:
 def holdout_seed(cfg) -> int:
     """The seed that picks the held-out validation structures: ``data.holdout_seed``, else ``run.seed``."""
     return cfg.run.seed if cfg.data.holdout_seed is None else cfg.data.holdout_seed
+
+
+def validation_distractors(cfg, n_train: int, n: int) -> np.ndarray:
+    """The sorted indices of the ``n`` training structures that validation adds to its gallery as wrong
+    answers (``data.val_distractors``), fixed by the holdout seed."""
+    rng = np.random.Generator(np.random.PCG64([holdout_seed(cfg), 0xD157]))
+    return np.sort(rng.choice(n_train, n, replace=False))
 
 
 def data_key_settings(cfg) -> tuple[dict, int]:
