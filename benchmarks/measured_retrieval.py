@@ -58,7 +58,7 @@ def simulated_model_ranks(checkpoint, gallery, phases, n_base: int, cache_dir, s
     measurement (ties count against the query)."""
     model, cfg = load_checkpoint(checkpoint)
     sim = cfg.make_simulator()
-    emb = gallery_embeddings(model, gallery, checkpoint, cache_dir=cache_dir).embeddings
+    emb = gallery_embeddings(model, gallery, checkpoint, simulator=sim, cache_dir=cache_dir).embeddings
     refl = sim.reflections(phases)
     out = [[] for _ in phases]
     for seed in seeds:

@@ -2,6 +2,8 @@
 
     python scripts/export_pretrained.py runs/contrastive_cpu/last.pt --name contrastive \
         --command "xrdflow train --config configs/contrastive_cpu.yaml" [--eval runs/eval/*.json]
+    python scripts/export_pretrained.py runs/contrastive_cpu_stage4/best.pt --name contrastive \
+        --command "xrdflow train --config configs/contrastive_cpu_stage4.yaml" --simulated-pattern-weight 3
     python scripts/export_pretrained.py runs/classifier_full/last.pt --name classifier \
         --command "xrdflow classifier train --config configs/classifier_full.yaml" \
         --eval benchmarks/results/classifier_full_eval.json
@@ -33,6 +35,11 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default="contrastive", help="shipped model name (default contrastive)")
     ap.add_argument("--command", required=True, help="the command that trained it (recorded in NAME.json)")
     ap.add_argument("--eval", nargs="*", type=Path, default=[], help="evaluation JSON files to record")
+    ap.add_argument("--simulated-pattern-weight", type=float, default=None, metavar="W",
+                    help="set the contrastive model's model.simulated_pattern_weight (it holds no parameters: "
+                         "a weight chosen after training, e.g. by benchmarks/validation_distractors.py --weights)")
+    ap.add_argument("--weight-source", default=None,
+                    help="how --simulated-pattern-weight was chosen (recorded in NAME.json)")
     args = ap.parse_args(argv)
 
     from xrdflow import classify, pretrained
@@ -44,6 +51,14 @@ def main(argv=None) -> int:
     except ValueError:  # not a classifier: a contrastive checkpoint, or read_checkpoint says what is wrong
         ckpt, keep, load = read_checkpoint(args.checkpoint), KEEP, load_model
     slim = {key: ckpt[key] for key in keep if key in ckpt}
+    if args.simulated_pattern_weight is not None:
+        if load is not load_model:
+            raise SystemExit("--simulated-pattern-weight applies to contrastive checkpoints only")
+        from xrdflow.models import DualTowerConfig
+
+        model_cfg = dict(slim["config"]["model"], simulated_pattern_weight=args.simulated_pattern_weight)
+        DualTowerConfig(**model_cfg)   # refuses a negative or non-finite weight
+        slim["config"] = {**slim["config"], "model": model_cfg}
     target = pretrained.DIRECTORY / f"{pretrained._check_name(args.name)}.pt"
     save_checkpoint(target, slim)
     load(target)  # the shipped file must load on its own
@@ -57,7 +72,9 @@ def main(argv=None) -> int:
         "step": int(ckpt["step"]),
         "best": ckpt.get("best"),
         **{key: ckpt[key] for key in KEEP_CLASSIFIER if key in ckpt},
-        "config": ckpt["config"],
+        **({"simulated_pattern_weight": {"value": args.simulated_pattern_weight, "chosen_by": args.weight_source}}
+           if args.simulated_pattern_weight is not None else {}),
+        "config": slim["config"],
         "evaluations": evaluations,
     }
     json_path = target.with_suffix(".json")

@@ -67,6 +67,21 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def fused_checkpoint(tmp_path_factory, tiny_checkpoint):
+    """The tiny checkpoint's weights with model.simulated_pattern_weight = 2: gallery structures embedded
+    with their own simulated patterns."""
+    import torch
+
+    from xrdflow.train.checkpoint import save_checkpoint
+
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    ckpt["config"]["model"]["simulated_pattern_weight"] = 2.0
+    path = tmp_path_factory.mktemp("ckpt_fused") / "tiny_fused.pt"
+    save_checkpoint(path, ckpt)
+    return path
+
+
 # ------------------------------------------------------------------ metrics
 def test_ranks_on_hand_made_matrix_with_ties_counted_against_the_query():
     s = np.array([[0.9, 0.1, 0.2, 0.0],     # correct (0) strictly best      -> rank 1
@@ -235,6 +250,82 @@ def test_gallery_cache_is_reused_validated_and_invalidated(tmp_path, small_csv, 
     from xrdflow.evaluate.gallery import cache_path, file_hash
 
     assert cache_path(cache, file_hash(other), gal.content_hash()) != first.path
+
+
+def test_fused_gallery_embeddings_by_hand_and_cached_with_the_crystal_towers(tmp_path, small_csv, tiny_checkpoint,
+                                                                            fused_checkpoint):
+    from xrdflow.evaluate.evaluation import load_checkpoint
+    from xrdflow.evaluate.gallery import encode_patterns, encode_structures
+
+    model, cfg = load_checkpoint(fused_checkpoint)
+    assert model.uses_simulated_patterns and model.simulated_pattern_weight == 2.0
+    sim = cfg.make_simulator()
+    gal = load_gallery(small_csv)
+    with pytest.raises(ValueError, match="simulated_pattern_weight = 2.*simulator="):
+        gallery_embeddings(model, gal, fused_checkpoint, cache_dir=tmp_path)
+    first = gallery_embeddings(model, gal, fused_checkpoint, simulator=sim, cache_dir=tmp_path)
+    # the crystal tower's part is the unfused checkpoint's (same weights); the fusion is normalize(c + 2 p)
+    plain, _ = load_checkpoint(tiny_checkpoint)
+    c = gallery_embeddings(plain, gal, tiny_checkpoint, cache_dir=tmp_path).embeddings
+    np.testing.assert_allclose(first.crystal_embeddings, c, atol=1e-6)
+    np.testing.assert_allclose(encode_structures(plain, gal.structures), c, atol=1e-6)
+    p = encode_patterns(model, sim.render(sim.reflections(gal.structures))[0])
+    by_hand = (c + 2 * p) / np.linalg.norm(c + 2 * p, axis=1, keepdims=True)
+    np.testing.assert_allclose(first.embeddings, by_hand, atol=1e-5)
+    assert np.abs(first.embeddings - c).max() > 1e-2
+    again = gallery_embeddings(model, gal, fused_checkpoint, simulator=sim, cache_dir=tmp_path)
+    assert again.reused
+    np.testing.assert_array_equal(again.embeddings, first.embeddings)
+    np.testing.assert_array_equal(again.crystal_embeddings, first.crystal_embeddings)
+    # a cache file of the previous format (structure embeddings only) is recomputed, not trusted
+    with np.load(first.path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files if k != "crystal_embeddings"}
+    data["version"] = np.int64(1)
+    with open(first.path, "wb") as fh:
+        np.savez(fh, **data)
+    old = gallery_embeddings(model, gal, fused_checkpoint, simulator=sim, cache_dir=tmp_path)
+    assert not old.reused and old.reason == "lacks ['crystal_embeddings']"
+
+
+def test_evaluate_fused_model_reports_the_crystal_tower_too(tmp_path, small_csv, tiny_checkpoint, fused_checkpoint):
+    from xrdflow.evaluate.evaluation import evaluate, load_checkpoint, make_queries
+    from xrdflow.evaluate.gallery import encode_patterns
+
+    kw = dict(queries="realistic", seed=1, baselines=(), cache_dir=tmp_path)
+    fused = evaluate(fused_checkpoint, small_csv, **kw)
+    plain = evaluate(tiny_checkpoint, small_csv, **kw)
+    assert fused["simulated_pattern_weight"] == 2.0 and plain["simulated_pattern_weight"] == 0.0
+    assert "crystal_tower" not in plain
+    # the crystal tower alone ranks exactly as the unfused checkpoint with the same weights
+    for k in ("top1", "top3", "top5", "top10"):
+        assert fused["crystal_tower"][k] == plain[k]
+    model, cfg = load_checkpoint(fused_checkpoint)
+    sim = cfg.make_simulator()
+    gal = load_gallery(small_csv)
+    refl = sim.reflections(gal.structures)
+    G = gallery_embeddings(model, gal, fused_checkpoint, simulator=sim, cache_dir=tmp_path).embeddings
+    r = ranks_from_scores(encode_patterns(model, make_queries(sim, refl, "realistic", 1)) @ G.T, np.arange(len(gal)))
+    assert {k: fused[k] for k in ("top1", "top3", "top5", "top10")} == pytest.approx(topk_from_ranks(r))
+
+
+def test_search_with_a_fused_model(tmp_path, small_csv, fused_checkpoint):
+    from xrdflow.evaluate.evaluation import load_checkpoint
+    from xrdflow.evaluate.gallery import encode_patterns
+    from xrdflow.evaluate.search import search_gallery
+
+    model, cfg = load_checkpoint(fused_checkpoint)
+    sim = cfg.make_simulator()
+    gal = load_gallery(small_csv)
+    y = sim.render(sim.reflections(gal.structures[5:6]))[0][0]
+    path = _two_column(tmp_path / "q.xy", np.asarray(sim.two_theta_deg), y)
+    res = search_gallery(path, fused_checkpoint, gal, k=24, cache_dir=tmp_path, wavelength="CuKa")
+    G = gallery_embeddings(model, gal, fused_checkpoint, simulator=sim, cache_dir=tmp_path)
+    assert G.reused     # search cached the fused embeddings (and the reflections they came from)
+    # the listed order and scores are those of the fused embeddings, not of the crystal tower's alone
+    s = (encode_patterns(model, res["pattern"][None, :]) @ G.embeddings.T)[0]
+    np.testing.assert_allclose(res["scores"], s[res["indices"]], atol=1e-5)
+    assert np.all(np.diff(res["scores"]) <= 1e-6)
+    assert not np.allclose(s, (encode_patterns(model, res["pattern"][None, :]) @ G.crystal_embeddings.T)[0])
 
 
 def test_embedding_index_dense_and_faiss_agree():

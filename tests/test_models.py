@@ -371,6 +371,50 @@ def test_dual_tower_gradients_flow(mp20):
         model(batch, y[:3])
 
 
+def test_structure_embedding_fuses_the_simulated_pattern(nacl, mp20):
+    """encode_structures = normalize(c + w p) by hand; w = 0 is the crystal tower; the fused embedding keeps
+    the invariance to the choice of cell, because the powder pattern of a supercell is the same pattern."""
+    import spglib
+
+    from xrdflow.models import fuse_embeddings
+
+    torch.manual_seed(0)
+    base = tiny_tower()
+    fused = DualTower(dataclasses.replace(base.cfg, simulated_pattern_weight=2.5))
+    fused.load_state_dict(base.state_dict())
+    base.eval(), fused.eval()
+    nacl = xf.Structure(nacl.lattice, nacl.frac, nacl.numbers)   # B = 0 like the cells below (the CIF has B)
+    lat, frac, num = spglib.standardize_cell((nacl.lattice, nacl.frac, nacl.numbers), to_primitive=True)
+    structures = [nacl, xf.Structure(lat, frac, num), supercell(nacl, (2, 1, 1)), mp20[2], supercell(mp20[2], (1, 2, 2))]
+    sim = xf.Simulator(radiation="CuKa", two_theta=(10.0, 80.0), n_points=256, W=0.5)
+    y = torch.from_numpy(sim.patterns(structures))
+    torch.testing.assert_close(y[1], y[0], atol=1e-5, rtol=0)
+    batch = collate_graphs(build_graphs(structures, **base.graph_kwargs(), progress=False))
+    with torch.no_grad():
+        c, p = base.encode_crystals(batch), base.encode_patterns(y)
+        torch.testing.assert_close(base.encode_structures(batch), c)         # w = 0 needs no pattern
+        e = fused.encode_structures(batch, y)
+    by_hand = (c + 2.5 * p) / torch.linalg.norm(c + 2.5 * p, dim=1, keepdim=True)
+    torch.testing.assert_close(e, by_hand)
+    torch.testing.assert_close(fuse_embeddings(c, p, 0.0), c)
+    for i, j in ((1, 0), (2, 0), (4, 3)):
+        torch.testing.assert_close(e[i], e[j], atol=1e-5, rtol=1e-5)
+    assert (e[3] - e[0]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="simulated_patterns"):
+        fused.encode_structures(batch)
+    with pytest.raises(ValueError, match="5 crystals but 4 simulated patterns"):
+        fused.encode_structures(batch, y[:4])
+    with pytest.raises(ValueError, match="same shape"):
+        fuse_embeddings(c, p[:4], 1.0)
+    loss, _ = fused(batch, y + 0.1 * torch.rand_like(y), y)   # the training loss of such a model
+    loss.backward()
+    for tower in (fused.crystal_encoder, fused.pattern_encoder):   # both sides of the fused embedding learn
+        assert any(q.grad is not None and q.grad.abs().sum() > 0 for q in tower.parameters())
+    for bad in (-1.0, float("nan"), float("inf"), True, "3"):
+        with pytest.raises(ValueError, match="simulated_pattern_weight"):
+            dataclasses.replace(base.cfg, simulated_pattern_weight=bad)
+
+
 def test_config_roundtrip_through_yaml():
     yaml = pytest.importorskip("yaml")
     cfg = DualTowerConfig(crystal=CrystalEncoderConfig(**TINY_CRYSTAL), pattern=PatternEncoderConfig(**TINY_PATTERN))

@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import gzip
 import io
+import json
 import math
 import os
 import socket
@@ -444,3 +445,68 @@ def test_val_distractors_make_validation_a_harder_gallery_and_pick_best_pt(tmp_p
     trainer.close()
     with pytest.raises(ValueError, match="data.val_distractors"):
         dataclasses.replace(cfg.data, val_distractors=-1)
+
+
+def test_simulated_pattern_weight_trains_and_validates_with_fused_structure_embeddings(tmp_path, data_cache):
+    """A model with simulated_pattern_weight > 0: the loss and validation use normalize(c + w p), p the
+    pattern tower's embedding of each structure's clean pattern; init_from may change the weight."""
+    from xrdflow.models import collate_graphs
+    from xrdflow.train.contrastive import Trainer
+
+    first = train(tiny_config(run_dir(tmp_path, data_cache, "plain"), max_steps=2), log=lambda m: None)
+    base = tiny_config(run_dir(tmp_path, data_cache, "fused"), max_steps=3)
+    cfg = dataclasses.replace(base, init_from=str(first.last_checkpoint),
+                              model=dataclasses.replace(base.model, simulated_pattern_weight=1.5),
+                              data=dataclasses.replace(base.data, val_distractors=10))
+    trainer = Trainer(cfg, log=lambda m: None)
+    trainer.setup()
+    model = trainer.model
+    assert model.uses_simulated_patterns
+    c, x = trainer.embed_validation()
+    # by hand: crystal tower and pattern tower of the clean validation patterns, fused
+    clean, _ = trainer.sim.render(trainer.data.val_reflections)
+    model.eval()
+    with torch.no_grad():
+        cc = model.encode_crystals(collate_graphs(list(trainer.data.val_graphs)))
+        pp = model.encode_patterns(torch.from_numpy(clean))
+    model.train()
+    fused = torch.nn.functional.normalize(cc + 1.5 * pp, dim=-1)
+    torch.testing.assert_close(c, fused, atol=1e-5, rtol=1e-5)
+    assert (c - cc).abs().max() > 1e-2
+    wrong = trainer.embed_train_crystals(trainer.distractors)
+    clean_wrong, _ = trainer.sim.render(trainer.data.train_reflections, indices=trainer.distractors)
+    with torch.no_grad():
+        model.eval()
+        cw = model.encode_crystals(collate_graphs([trainer.data.train_graphs[i] for i in trainer.distractors]))
+        pw = model.encode_patterns(torch.from_numpy(clean_wrong))
+        model.train()
+    torch.testing.assert_close(wrong, torch.nn.functional.normalize(cw + 1.5 * pw, dim=-1), atol=1e-5, rtol=1e-5)
+    trainer.close()
+    r = train(cfg, log=lambda m: None)
+    assert r.step == 3 and load_model(r.last_checkpoint)[0].simulated_pattern_weight == 1.5
+
+
+def test_export_sets_the_simulated_pattern_weight_of_a_shipped_copy(tmp_path, data_cache, monkeypatch):
+    import importlib.util
+
+    from xrdflow import pretrained
+
+    r = train(tiny_config(run_dir(tmp_path, data_cache, "to_export"), max_steps=1), log=lambda m: None)
+    spec = importlib.util.spec_from_file_location("export_pretrained", ROOT / "scripts" / "export_pretrained.py")
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    monkeypatch.setattr(pretrained, "DIRECTORY", tmp_path / "shipped")
+    (tmp_path / "shipped").mkdir()
+    assert export.main([str(r.last_checkpoint), "--name", "fused", "--command", "xrdflow train --config x.yaml",
+                        "--simulated-pattern-weight", "2.5", "--weight-source", "a validation sweep"]) == 0
+    model, cfg = load_model(tmp_path / "shipped" / "fused.pt")
+    assert model.simulated_pattern_weight == 2.5 and cfg.model.simulated_pattern_weight == 2.5
+    original, _ = load_model(r.last_checkpoint)
+    assert original.simulated_pattern_weight == 0.0
+    for k, v in original.state_dict().items():        # the weights are the trained ones
+        assert torch.equal(v, model.state_dict()[k]), k
+    meta = json.loads((tmp_path / "shipped" / "fused.json").read_text())
+    assert meta["simulated_pattern_weight"] == {"value": 2.5, "chosen_by": "a validation sweep"}
+    assert meta["config"]["model"]["simulated_pattern_weight"] == 2.5
+    with pytest.raises(ValueError, match="simulated_pattern_weight"):
+        export.main([str(r.last_checkpoint), "--name", "bad", "--command", "c", "--simulated-pattern-weight", "-1"])

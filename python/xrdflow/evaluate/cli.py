@@ -78,7 +78,8 @@ def _cmd_evaluate(args) -> int:
     cut = "" if res["scan_range_deg"] is None else " cut to {:g}-{:g} deg".format(*res["scan_range_deg"])
     print(f"{res['n_gallery']} structures, {res['queries']} queries{cut} (seed {res['seed']}); "
           f"embeddings {'from cache' if res['embedding_cache']['reused'] else 'computed'}")
-    rows = [("model", res)] + list(res["baselines"].items())
+    rows = [("model", res)] + ([("crystal tower", res["crystal_tower"])] if "crystal_tower" in res else []) \
+        + list(res["baselines"].items())
     if "hybrid" in res:
         rows.append(("hybrid (RRF)", res["hybrid"]))
     print(f"{'method':<16}{'top-1 %':>9}{'top-3 %':>9}{'top-5 %':>9}{'top-10 %':>10}")
@@ -95,6 +96,9 @@ def _cmd_evaluate(args) -> int:
     sgb = res["space_group_top1"]
     print(f"space group of the top-1 structure, by frequency in {sgb['frequency_source']}: " +
           ", ".join(f"{k}: {_pct(v['accuracy']).strip()} % (n={v['n_queries']})" for k, v in sgb["bins"].items()))
+    if "crystal_tower" in res:
+        print(f"model: crystal tower fused with each structure's simulated pattern (weight "
+              f"{res['simulated_pattern_weight']:g}); crystal tower: its embeddings alone")
     if "hybrid" in res:
         print(f"hybrid: {res['hybrid']['method']} (nothing tuned)")
     for name, path in res["figures"].items():

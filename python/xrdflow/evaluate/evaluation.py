@@ -249,6 +249,10 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
     rankings fused by reciprocal rank fusion (k = 60, :mod:`~xrdflow.evaluate.retrieval`), with the
     same top-k / per-crystal-system / space-group metrics.  Nothing is tuned on the gallery.
 
+    A model with ``simulated_pattern_weight`` > 0 ranks by its structure embeddings (crystal tower fused
+    with the gallery's clean patterns); the result then also holds ``crystal_tower``, the same metrics of
+    the crystal tower's embeddings alone.
+
     fit_queries: when given (needs the peak_fom baseline), a third stage on that many random queries
     (seed ``seed``): the hybrid's best ``fit_candidates`` re-ranked by whole-pattern fits
     (:func:`fit_rerank`); the result then holds ``hybrid_fit``.
@@ -291,8 +295,8 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
     timing["simulate_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    cached = gallery_embeddings(model, gal, checkpoint, cache_dir=cache_dir, use_cache=use_cache,
-                                progress=progress)
+    cached = gallery_embeddings(model, gal, checkpoint, simulator=sim, reflections=refl, cache_dir=cache_dir,
+                                use_cache=use_cache, progress=progress)
     timing["embed_gallery_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     qe = encode_patterns(model, Q)
@@ -307,6 +311,12 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
     timing["rank_s"] = time.perf_counter() - t0
     cs = gal.crystal_systems
     summary = retrieval_summary(model_rank.ranks, model_rank.top1, cs, gal.space_groups, train_counts, ks=DEFAULT_KS)
+    crystal_tower = None
+    if model.uses_simulated_patterns:   # what the crystal tower alone ranks, for comparison
+        C = cached.crystal_embeddings
+        r = _ranking(lambda start, stop: qe[start:stop] @ C.T, len(gal), 10, None)
+        crystal_tower = retrieval_summary(r.ranks, r.top1, cs, gal.space_groups, train_counts, ks=DEFAULT_KS)
+        crystal_tower["space_group_top1"]["frequency_source"] = freq_source
 
     base_metrics, base_rank = {}, {}
     if baselines:
@@ -328,7 +338,8 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
         from .figures import plot_retrieval, plot_tsne
 
         t0 = time.perf_counter()
-        figures["tsne"] = plot_tsne(G, cs, os.path.join(out_dir, "tsne.png"), seed=seed, max_points=tsne_max_points,
+        figures["tsne"] = plot_tsne(cached.crystal_embeddings, cs, os.path.join(out_dir, "tsne.png"), seed=seed,
+                                    max_points=tsne_max_points,
                                     title=f"gallery crystal embeddings ({os.path.basename(os.fspath(checkpoint))})")
         qi = choose_figure_query(model_rank, gal) if figure_query is None else int(figure_query)
         if not 0 <= qi < len(gal):
@@ -343,6 +354,8 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
     return {"n_gallery": len(gal), **{k: summary[k] for k in ("top1", "top3", "top5", "top10")},
             "per_crystal_system": summary["per_crystal_system"],
             "space_group_top1": {**summary["space_group_top1"], "frequency_source": freq_source},
+            "simulated_pattern_weight": model.simulated_pattern_weight,
+            **({"crystal_tower": crystal_tower} if crystal_tower is not None else {}),
             "baselines": base_metrics,
             **({"hybrid": {**hybrid, "space_group_top1": {**hybrid["space_group_top1"],
                                                           "frequency_source": freq_source}}}

@@ -7,8 +7,11 @@ labels every structure with its space group (the data set's stored labels, or
 :func:`xrdflow.data.dedup.space_group_number`, the same function the data
 sets use) and crystal system.
 
-:func:`gallery_embeddings` encodes the gallery's crystals once per
-(checkpoint, gallery) pair and keeps them in an ``.npz`` file named by
+:func:`gallery_embeddings` encodes the gallery's structures once per
+(checkpoint, gallery) pair (the crystal tower's embeddings, and, for a model
+with ``simulated_pattern_weight`` > 0, their fusion with the pattern tower's
+embeddings of the structures' clean simulated patterns) and keeps them in an
+``.npz`` file named by
 ``sha256(checkpoint bytes)`` and ``sha256(gallery content)``.  The file is
 written atomically and read with ``np.load(allow_pickle=False)``; on load the
 stored hashes, ids, shape, dtype and finiteness are checked, and a file that
@@ -36,6 +39,8 @@ import numpy as np
 from .._fileio import sha256_file
 
 CACHE_VERSION = 1
+#: embedding files: 2 = structure and crystal-tower embeddings both stored
+EMBEDDING_CACHE_VERSION = 2
 ENV_CACHE_DIR = "XRDFLOW_CACHE_DIR"
 
 
@@ -196,6 +201,26 @@ def encode_graphs(model, graphs, *, batch_size: int = 64, progress: bool = False
     return np.concatenate(out) if out else np.zeros((0, model.embed_dim), np.float32)
 
 
+def structure_embeddings(model, crystal_embeddings, simulated_patterns, *, weight: "float | None" = None,
+                         batch_size: int = 256) -> np.ndarray:
+    """(n, embed_dim) float32 structure embeddings: the crystal-tower embeddings fused with the pattern
+    tower's embeddings of the same structures' clean simulated patterns (n, n_points), by
+    :func:`xrdflow.models.fuse_embeddings` with ``weight`` (default: the model's
+    ``simulated_pattern_weight``)."""
+    import torch
+
+    from ..models import fuse_embeddings
+
+    w = model.simulated_pattern_weight if weight is None else float(weight)
+    c = np.asarray(crystal_embeddings, dtype=np.float32)
+    if w == 0:
+        return c
+    if len(simulated_patterns) != len(c):
+        raise ValueError(f"{len(c)} crystal embeddings but {len(simulated_patterns)} simulated patterns")
+    p = encode_patterns(model, simulated_patterns, batch_size=batch_size)
+    return fuse_embeddings(torch.from_numpy(c), torch.from_numpy(p), w).numpy()
+
+
 def encode_patterns(model, Y, *, batch_size: int = 256) -> np.ndarray:
     """(n, embed_dim) float32 pattern embeddings of (n, n_points) patterns."""
     import torch
@@ -218,7 +243,8 @@ def encode_patterns(model, Y, *, batch_size: int = 256) -> np.ndarray:
 
 
 def _read_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, embed_dim: int):
-    """The cached embeddings, or (None, reason) when the file is missing or does not match."""
+    """The cached (structure, crystal-tower) embeddings, or (None, reason) when the file is missing or does not
+    match."""
     if not path.is_file():
         return None, "no cache file"
     try:
@@ -226,61 +252,85 @@ def _read_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, em
             data = {k: z[k] for k in z.files}
     except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed
         return None, f"unreadable ({type(err).__name__}: {err})"
-    need = ("version", "checkpoint_sha256", "gallery_sha256", "ids", "embeddings")
+    need = ("version", "checkpoint_sha256", "gallery_sha256", "ids", "embeddings", "crystal_embeddings")
     missing = [k for k in need if k not in data]
     if missing:
         return None, f"lacks {missing}"
-    if int(data["version"]) != CACHE_VERSION:
-        return None, f"version {int(data['version'])} != {CACHE_VERSION}"
+    if int(data["version"]) != EMBEDDING_CACHE_VERSION:
+        return None, f"version {int(data['version'])} != {EMBEDDING_CACHE_VERSION}"
     if str(data["checkpoint_sha256"]) != checkpoint_sha256:
         return None, "made with another checkpoint"
     if str(data["gallery_sha256"]) != gallery_sha256:
         return None, "made for another gallery"
-    emb = data["embeddings"]
-    if emb.dtype != np.float32 or emb.shape != (len(ids), embed_dim):
-        return None, f"embeddings {emb.dtype} {emb.shape}, expected float32 {(len(ids), embed_dim)}"
-    if not np.all(np.isfinite(emb)):
-        return None, "embeddings contain NaN/inf"
+    for key in ("embeddings", "crystal_embeddings"):
+        emb = data[key]
+        if emb.dtype != np.float32 or emb.shape != (len(ids), embed_dim):
+            return None, f"{key} {emb.dtype} {emb.shape}, expected float32 {(len(ids), embed_dim)}"
+        if not np.all(np.isfinite(emb)):
+            return None, f"{key} contain NaN/inf"
     if data["ids"].shape != (len(ids),) or [str(x) for x in data["ids"].tolist()] != [str(x) for x in ids]:
         return None, "ids differ"
-    return emb, "ok"
+    return (data["embeddings"], data["crystal_embeddings"]), "ok"
 
 
-def _write_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, emb: np.ndarray) -> None:
+def _write_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, emb: np.ndarray,
+                 crystal_emb: np.ndarray) -> None:
     from .._fileio import atomic_output
 
     with atomic_output(path, make_parents=True) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, version=np.int64(CACHE_VERSION), checkpoint_sha256=np.str_(checkpoint_sha256),
+            np.savez(fh, version=np.int64(EMBEDDING_CACHE_VERSION), checkpoint_sha256=np.str_(checkpoint_sha256),
                      gallery_sha256=np.str_(gallery_sha256), ids=np.array([str(i) for i in ids], dtype=np.str_),
-                     embeddings=np.ascontiguousarray(emb, dtype=np.float32))
+                     embeddings=np.ascontiguousarray(emb, dtype=np.float32),
+                     crystal_embeddings=np.ascontiguousarray(crystal_emb, dtype=np.float32))
 
 
 @dataclass
 class CachedEmbeddings:
-    embeddings: np.ndarray    # (n, embed_dim) float32, L2-normalized
+    embeddings: np.ndarray          # (n, embed_dim) float32, L2-normalized: the structure embeddings searched
     path: "Path | None"
     reused: bool
-    reason: str               # why it was (re)computed, or "ok"
+    reason: str                     # why it was (re)computed, or "ok"
+    crystal_embeddings: "np.ndarray | None" = None   # the crystal tower's alone (= embeddings when w = 0)
 
 
-def gallery_embeddings(model, gallery: Gallery, checkpoint_path, *, cache_dir=None, use_cache: bool = True,
-                       batch_size: int = 64, progress: bool = False) -> CachedEmbeddings:
-    """Crystal embeddings of the gallery, from the cache when it matches, else computed and cached."""
+def gallery_embeddings(model, gallery: Gallery, checkpoint_path, *, simulator=None, reflections=None,
+                       cache_dir=None, use_cache: bool = True, batch_size: int = 64,
+                       progress: bool = False) -> CachedEmbeddings:
+    """Structure embeddings of the gallery, from the cache when it matches, else computed and cached.
+
+    A model with ``simulated_pattern_weight`` > 0 fuses each structure's crystal embedding with the pattern
+    tower's embedding of its clean pattern: then ``simulator`` (the checkpoint's, ``cfg.make_simulator()``)
+    is required, and ``reflections`` (the gallery's under it) are used when given, else
+    :func:`gallery_reflections` (cached in the same folder)."""
     if len(gallery) == 0:
         raise ValueError("the gallery is empty: nothing to embed")
+    if model.uses_simulated_patterns and simulator is None:
+        raise ValueError(f"this checkpoint embeds each gallery structure with its simulated pattern "
+                         f"(simulated_pattern_weight = {model.simulated_pattern_weight:g}); pass simulator= "
+                         "(the checkpoint's: load_model(...)[1].make_simulator())")
     ck = file_hash(checkpoint_path)
     gh = gallery.content_hash()
-    path = cache_path(cache_dir if cache_dir is not None else default_cache_dir(), ck, gh)
+    root = cache_dir if cache_dir is not None else default_cache_dir()
+    path = cache_path(root, ck, gh)
     reason = "cache disabled"
     if use_cache:
-        emb, reason = _read_cache(path, ck, gh, gallery.ids, model.embed_dim)
-        if emb is not None:
-            return CachedEmbeddings(emb, path, True, "ok")
-    emb = encode_structures(model, gallery.structures, batch_size=batch_size, progress=progress)
+        both, reason = _read_cache(path, ck, gh, gallery.ids, model.embed_dim)
+        if both is not None:
+            return CachedEmbeddings(both[0], path, True, "ok", crystal_embeddings=both[1])
+    crystal = encode_structures(model, gallery.structures, batch_size=batch_size, progress=progress)
+    emb = crystal
+    if model.uses_simulated_patterns:
+        if simulator.n_points != model.n_points:
+            raise ValueError(f"the simulator has {simulator.n_points} points but the model takes {model.n_points}")
+        if reflections is None:
+            reflections = gallery_reflections(simulator, gallery, cache_dir=root, use_cache=use_cache).reflections
+        if len(reflections) != len(gallery):
+            raise ValueError(f"{len(reflections)} reflection sets for a gallery of {len(gallery)}")
+        emb = structure_embeddings(model, crystal, simulator.render(reflections)[0])
     if use_cache:
-        _write_cache(path, ck, gh, gallery.ids, emb)
-    return CachedEmbeddings(emb, path if use_cache else None, False, reason)
+        _write_cache(path, ck, gh, gallery.ids, emb, crystal)
+    return CachedEmbeddings(emb, path if use_cache else None, False, reason, crystal_embeddings=crystal)
 
 
 # ------------------------------------------------------------------ reflections cache

@@ -169,7 +169,14 @@ def search_gallery(pattern, checkpoint, gallery, *, k: int = 10, wavelength=None
         pattern = read_pattern(pattern)
     y, info = pattern_on_grid(pattern, sim, wavelength=wavelength)
     gal = gallery if isinstance(gallery, Gallery) else load_gallery(gallery, progress=progress)
-    cached = gallery_embeddings(model, gal, checkpoint, cache_dir=cache_dir, use_cache=use_cache, progress=progress)
+    refl = None
+    if rerank is not None or model.uses_simulated_patterns:   # PeakFOM's lines, or the gallery's own patterns
+        from .gallery import gallery_reflections
+
+        refl = gallery_reflections(sim, gal, cache_dir=cache_dir, use_cache=use_cache)
+    cached = gallery_embeddings(model, gal, checkpoint, simulator=sim,
+                                reflections=None if refl is None else refl.reflections,
+                                cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     q = encode_patterns(model, y[None, :])
     emb_info = {"path": None if cached.path is None else str(cached.path), "reused": cached.reused}
     if rerank is None:
@@ -177,10 +184,8 @@ def search_gallery(pattern, checkpoint, gallery, *, k: int = 10, wavelength=None
         return {"gallery": gal, "indices": idx[0], "scores": scores[0], "ids": [gal.ids[i] for i in idx[0]],
                 "grid_info": info, "pattern": y, "embedding_cache": emb_info}
     from .baselines import PeakFOM
-    from .gallery import gallery_reflections
     from .retrieval import RRF_K, ranks_of_all, reciprocal_rank_fusion, top_indices
 
-    refl = gallery_reflections(sim, gal, cache_dir=cache_dir, use_cache=use_cache)
     fom = PeakFOM(sim, refl.reflections)
     fom.prepare(y[None, :])
     model_s = q @ cached.embeddings.T                 # (1, n): every entry's score, for its rank

@@ -13,10 +13,10 @@ from .graph import (CrystalGraph, GraphBatch, build_graph, build_graphs, collate
 from .crystal_encoder import CrystalEncoderConfig, CrystalEncoder
 from .pattern_encoder import PatternEncoderConfig, PatternEncoder, normalize_patterns
 from .loss import clip_loss
-from .dual_tower import DualTowerConfig, DualTower, ProjectionHead
+from .dual_tower import DualTowerConfig, DualTower, ProjectionHead, fuse_embeddings
 
 __all__ = ["CrystalEncoderConfig", "PatternEncoderConfig", "DualTowerConfig",
            "CrystalGraph", "GraphBatch", "build_graph", "build_graphs", "collate_graphs",
            "save_graphs", "load_graphs", "lattice_descriptor", "plane_q_values",
            "CrystalEncoder", "PatternEncoder", "DualTower", "clip_loss", "normalize_patterns",
-           "ProjectionHead"]
+           "ProjectionHead", "fuse_embeddings"]

@@ -72,7 +72,9 @@ def init_weights(model, cfg: TrainConfig) -> str:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"init_from: no such checkpoint {path!r}")
     ckpt = read_checkpoint(path, map_location="cpu")
-    diff = diff_keys(to_plain(config_from_dict(ckpt["config"]).model), to_plain(cfg.model), "model")
+    # the simulated-pattern weight holds no parameters: a stage may start to use it (or change it)
+    diff = [k for k in diff_keys(to_plain(config_from_dict(ckpt["config"]).model), to_plain(cfg.model), "model")
+            if k != "model.simulated_pattern_weight"]
     if diff:
         raise ValueError(f"init_from: the checkpoint {path} has another model config ({', '.join(diff[:6])}"
                          f"{' ...' if len(diff) > 6 else ''}); copy its model section into this config")
@@ -87,8 +89,9 @@ class _Towers(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, graphs, patterns):
-        return self.model.encode_crystals(graphs), self.model.encode_patterns(patterns), self.model.logit_scale
+    def forward(self, graphs, patterns, simulated_patterns=None):
+        return (self.model.encode_structures(graphs, simulated_patterns), self.model.encode_patterns(patterns),
+                self.model.logit_scale)
 
 
 @torch.no_grad()
@@ -197,8 +200,9 @@ class Trainer(StreamTrainer):
 
     def init_crystal_embeddings(self, chunk: int = 256) -> np.ndarray:
         """(n_train, embed_dim) float32 crystal embeddings of the training structures by the ``init_from``
-        model (not the weights being trained: a resumed run regroups exactly as the uninterrupted one)."""
-        from ..evaluate.gallery import encode_graphs
+        model (not the weights being trained: a resumed run regroups exactly as the uninterrupted one), fused
+        with their clean patterns when this config's model uses them."""
+        from ..evaluate.gallery import encode_graphs, structure_embeddings
         from ..models import DualTower
 
         state = torch.random.get_rng_state()  # building a model draws initial weights: keep the run's RNG
@@ -207,9 +211,13 @@ class Trainer(StreamTrainer):
         finally:
             torch.random.set_rng_state(state)
         init_weights(model, self.cfg)
-        return encode_graphs(model.to(self.device), self.data.train_graphs, batch_size=chunk,
-                             progress=progress_enabled(self.cfg.run.progress) and self.dist.is_main,
-                             desc="hard negatives: embedding")
+        emb = encode_graphs(model.to(self.device), self.data.train_graphs, batch_size=chunk,
+                            progress=progress_enabled(self.cfg.run.progress) and self.dist.is_main,
+                            desc="hard negatives: embedding")
+        if model.uses_simulated_patterns:   # this config's weight: the look-alikes of its own embeddings
+            emb = structure_embeddings(model, emb, self.sim.render(self.data.train_reflections,
+                                                                   threads=self.cfg.run.render_threads)[0])
+        return emb
 
     def _restore(self, ckpt: dict) -> None:
         super()._restore(ckpt)
@@ -235,14 +243,24 @@ class Trainer(StreamTrainer):
         self.towers.train()
         patterns = batch["pattern"].to(self.device, non_blocking=True)
         graphs = self._graph_batch(batch["index"])
+        simulated = self._simulated_patterns(self.data.train_reflections, batch["index"])
         with self._autocast():
-            c, x, logit_scale = self.towers(graphs, patterns)
+            c, x, logit_scale = self.towers(graphs, patterns, simulated)
         c = dist_util.gather(c.float(), self.dist)
         x = dist_util.gather(x.float(), self.dist)
         loss, stats = clip_loss(c, x, logit_scale.float())
         grad_norm, lr = self._optimize(loss, stats["loss"])
         return {"loss": stats["loss"], "acc": stats["acc"], "temperature": stats["temperature"], "lr": lr,
                 "grad_norm": grad_norm}
+
+    def _simulated_patterns(self, reflections, index) -> "torch.Tensor | None":
+        """Clean patterns of the structures ``index`` (whole scans, the run's simulator) on the device, when the
+        model's structure embeddings use them (``model.simulated_pattern_weight`` > 0); else None."""
+        if not self.model.uses_simulated_patterns:
+            return None
+        index = np.asarray(index, dtype=np.int64)
+        y, _ = self.sim.render(reflections, indices=index, threads=self.cfg.run.render_threads)
+        return torch.from_numpy(y).to(self.device, non_blocking=True)
 
     # ---------------------------------------------------------- validation
     def _validation_patterns(self) -> torch.Tensor:
@@ -261,22 +279,28 @@ class Trainer(StreamTrainer):
             ys = self._validation_patterns()
             cs, xs = [], []
             for start in range(0, self.data.n_val, chunk):
-                g = collate_graphs(self.data.val_graphs[start:start + chunk]).to(self.device)
+                stop = min(start + chunk, self.data.n_val)
+                g = collate_graphs(self.data.val_graphs[start:stop]).to(self.device)
+                sim = self._simulated_patterns(self.data.val_reflections, np.arange(start, stop))
                 with self._autocast():
-                    cs.append(self.model.encode_crystals(g).float().cpu())
+                    cs.append(self.model.encode_structures(g, sim).float().cpu())
                     xs.append(self.model.encode_patterns(ys[start:start + chunk].to(self.device)).float().cpu())
             return torch.cat(cs), torch.cat(xs)
         finally:
             self.model.train()
 
     def embed_train_crystals(self, index, chunk: int = 256) -> torch.Tensor:
-        """Crystal embeddings of the training structures ``index`` by the model being trained (eval mode, the
-        validation's autocast)."""
-        from ..evaluate.gallery import encode_graphs
+        """Structure embeddings of the training structures ``index`` by the model being trained (eval mode, the
+        validation's autocast; fused with their clean patterns when the model uses them)."""
+        from ..evaluate.gallery import encode_graphs, structure_embeddings
 
         with self._autocast():
-            return torch.from_numpy(encode_graphs(self.model, [self.data.train_graphs[i] for i in index],
-                                                  batch_size=chunk))
+            emb = encode_graphs(self.model, [self.data.train_graphs[i] for i in index], batch_size=chunk)
+            if self.model.uses_simulated_patterns:
+                simulated, _ = self.sim.render(self.data.train_reflections, indices=np.asarray(index, dtype=np.int64),
+                                               threads=self.cfg.run.render_threads)
+                emb = structure_embeddings(self.model, emb, simulated)
+        return torch.from_numpy(emb)
 
     def validate(self, epoch: int | None = None) -> dict | None:
         """Retrieval top-1/top-5 of validation patterns among validation crystals (rank 0), or None; with
