@@ -464,6 +464,19 @@ def test_evaluate_fit_rerank_on_a_query_subset(tmp_path, small_csv, tiny_checkpo
     # The fits know the physics the random model does not: every query whose answer is in the list is found.
     assert hf["top1"] == hf["top5"] and hf["top1"] >= same["top1"]
     assert sum(v["n"] for v in hf["per_crystal_system"].values()) == 8
+    # The model alone on the same 8 queries, counted by hand from its embeddings
+    from xrdflow.evaluate.evaluation import load_checkpoint, make_queries
+    from xrdflow.evaluate.gallery import encode_patterns
+
+    model, cfg = load_checkpoint(tiny_checkpoint)
+    sim = cfg.make_simulator()
+    gal = load_gallery(small_csv)
+    G = gallery_embeddings(model, gal, tiny_checkpoint, cache_dir=tmp_path / "cache").embeddings
+    q = np.asarray(hf["queries"])
+    r = ranks_from_scores(encode_patterns(model, make_queries(sim, sim.reflections(gal.structures), "realistic",
+                                                              1)[q]) @ G.T, q)
+    assert {k: hf["model_same_queries"][k] for k in ("top1", "top3", "top5", "top10")} == \
+        pytest.approx(topk_from_ranks(r))
     # More queries than the gallery: all of them.
     assert evaluate(tiny_checkpoint, small_csv, queries="clean", cache_dir=tmp_path / "cache", fit_queries=99,
                     fit_candidates=3)["hybrid_fit"]["n_queries"] == 24

@@ -583,7 +583,9 @@ def _eval_digest(res: dict) -> dict:
             "hybrid": {k: res["hybrid"][k] for k in keep},
             **({"hybrid_fit": {k: fit[k] for k in keep} | {
                 "n_queries": fit["n_queries"], "candidates": fit["candidates"], "seconds": fit["seconds"],
-                "hybrid_same_queries": {k: fit["hybrid_same_queries"][k] for k in keep}}} if fit else {}),
+                "hybrid_same_queries": {k: fit["hybrid_same_queries"][k] for k in keep},
+                **({"model_same_queries": {k: fit["model_same_queries"][k] for k in keep}}
+                   if "model_same_queries" in fit else {})}} if fit else {}),
             "per_crystal_system_top1": {k: {"top1": v["top1"], "n": v["n"]}
                                         for k, v in res["per_crystal_system"].items()},
             "chance_top1": 1.0 / max(res["n_gallery"], 1),
@@ -740,6 +742,8 @@ def _summary_markdown(s: dict) -> str:
             fit = e[kind].get("hybrid_fit")
             if fit:
                 n = fit["n_queries"]
+                if "model_same_queries" in fit:
+                    rows.append((f"model, on {n} random queries", fit["model_same_queries"]))
                 rows += [(f"hybrid, on {n} random queries", fit["hybrid_same_queries"]),
                          (f"hybrid + fits of its best {fit['candidates']}, the same {n} queries", fit)]
             for name, m in rows:

@@ -89,7 +89,9 @@ def _cmd_evaluate(args) -> int:
         hf = res["hybrid_fit"]
         print(f"on {hf['n_queries']} random queries (seed {hf['query_seed']}), the hybrid's best {hf['candidates']} "
               f"re-ranked by whole-pattern fits ({hf['seconds']:.0f} s):")
-        for name, m in (("hybrid (RRF)", hf["hybrid_same_queries"]), ("hybrid + fit", hf)):
+        same = ([("model", hf["model_same_queries"])] if "model_same_queries" in hf else []) + \
+            [("hybrid (RRF)", hf["hybrid_same_queries"]), ("hybrid + fit", hf)]
+        for name, m in same:
             print(f"{name:<16}{_pct(m['top1']):>9}{_pct(m['top3']):>9}{_pct(m['top5']):>9}{_pct(m['top10']):>10}")
     print("per crystal system (model, top-1 %):  " +
           ", ".join(f"{k} {_pct(v['top1']).strip()} (n={v['n']})" for k, v in res["per_crystal_system"].items()))

@@ -173,7 +173,7 @@ def _check_fit_rerank(n_queries, candidates, keep: int) -> None:
 
 
 def fit_rerank(sim, gallery: Gallery, query_patterns, hybrid: Ranking, *, n_queries: int, candidates: int = 10,
-               seed: int = 0, progress: bool = False, scan_deg=None) -> dict:
+               seed: int = 0, progress: bool = False, scan_deg=None, model: "Ranking | None" = None) -> dict:
     """The hybrid's best ``candidates`` entries re-ranked by Rwp of a whole-pattern fit of each to the query,
     for ``n_queries`` queries drawn at random (``numpy.random.default_rng(seed)``, without replacement;
     all when ``n_queries`` >= the gallery); a fit costs ~0.1-0.3 s, hence the subset.
@@ -183,7 +183,8 @@ def fit_rerank(sim, gallery: Gallery, query_patterns, hybrid: Ranking, *, n_quer
 
     Ranks below ``candidates`` are the hybrid's; within them a candidate with an Rwp equal to the
     answer's ranks ahead of it, and a failed fit has Rwp = inf.  Returns top-k and per-crystal-system metrics of the
-    re-ranked list and, on the same queries, of the hybrid alone, with the query indices and seconds.
+    re-ranked list and, on the same queries, of the hybrid alone (and of the ``model`` ranking alone, when
+    given: ``model_same_queries``), with the query indices and seconds.
     """
     import warnings
 
@@ -220,6 +221,9 @@ def fit_rerank(sim, gallery: Gallery, query_patterns, hybrid: Ranking, *, n_quer
             **topk_from_ranks(ranks), "per_crystal_system": per_group(ranks, cs),
             "hybrid_same_queries": {**topk_from_ranks(hybrid.ranks[chosen]),
                                     "per_crystal_system": per_group(hybrid.ranks[chosen], cs)},
+            **({"model_same_queries": {**topk_from_ranks(model.ranks[chosen]),
+                                       "per_crystal_system": per_group(model.ranks[chosen], cs)}}
+               if model is not None else {}),
             "queries": chosen.tolist(), "seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -330,7 +334,8 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
     if fit_queries is not None:
         say(f"fitting the hybrid's best {fit_candidates} for {min(int(fit_queries), len(gal))} queries")
         hybrid_fit = fit_rerank(sim, gal, Q, base_rank["hybrid"], n_queries=fit_queries,
-                                candidates=fit_candidates, seed=seed, progress=progress, scan_deg=scan_deg)
+                                candidates=fit_candidates, seed=seed, progress=progress, scan_deg=scan_deg,
+                                model=model_rank)
         timing["fit_rerank_s"] = hybrid_fit["seconds"]
 
     figures = {}
