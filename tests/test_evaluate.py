@@ -287,6 +287,38 @@ def test_fused_gallery_embeddings_by_hand_and_cached_with_the_crystal_towers(tmp
     assert not old.reused and old.reason == "lacks ['crystal_embeddings']"
 
 
+def test_fused_gallery_embeddings_of_a_partial_scan_cut_the_gallery_patterns_alike(tmp_path, small_csv,
+                                                                                   tiny_checkpoint, fused_checkpoint):
+    from xrdflow.evaluate.evaluation import cut_queries, load_checkpoint
+    from xrdflow.evaluate.gallery import structure_embeddings
+
+    model, cfg = load_checkpoint(fused_checkpoint)
+    sim = cfg.make_simulator()
+    gal = load_gallery(small_csv)
+    whole = gallery_embeddings(model, gal, fused_checkpoint, simulator=sim, cache_dir=tmp_path)
+    cut = gallery_embeddings(model, gal, fused_checkpoint, simulator=sim, scan_deg=(20.0, 50.0), cache_dir=tmp_path)
+    assert cut.path != whole.path and not cut.reused
+    clean = sim.render(sim.reflections(gal.structures))[0]
+    by_hand = structure_embeddings(model, whole.crystal_embeddings, cut_queries(clean, sim.two_theta_deg, (20.0, 50.0)))
+    np.testing.assert_allclose(cut.embeddings, by_hand, atol=1e-5)
+    assert np.abs(cut.embeddings - whole.embeddings).max() > 1e-3
+    np.testing.assert_array_equal(cut.crystal_embeddings, whole.crystal_embeddings)
+    assert gallery_embeddings(model, gal, fused_checkpoint, simulator=sim, scan_deg=(20.0, 50.0),
+                              cache_dir=tmp_path).reused
+    # a file renamed to another range's name is refused by its stored range
+    import shutil
+
+    wrong = cut.path.with_name(cut.path.name.replace("20.000-50.000", "25.000-50.000"))
+    shutil.copy(cut.path, wrong)
+    again = gallery_embeddings(model, gal, fused_checkpoint, simulator=sim, scan_deg=(25.0, 50.0), cache_dir=tmp_path)
+    assert again.path == wrong and not again.reused and again.reason == "made for another scan range"
+    # the crystal tower alone has nothing to cut: one cache entry for every range
+    plain, _ = load_checkpoint(tiny_checkpoint)
+    a = gallery_embeddings(plain, gal, tiny_checkpoint, cache_dir=tmp_path)
+    b = gallery_embeddings(plain, gal, tiny_checkpoint, simulator=sim, scan_deg=(20.0, 50.0), cache_dir=tmp_path)
+    assert b.reused and b.path == a.path
+
+
 def test_evaluate_fused_model_reports_the_crystal_tower_too(tmp_path, small_csv, tiny_checkpoint, fused_checkpoint):
     from xrdflow.evaluate.evaluation import evaluate, load_checkpoint, make_queries
     from xrdflow.evaluate.gallery import encode_patterns

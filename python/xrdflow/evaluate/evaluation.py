@@ -247,7 +247,8 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
     out_dir: when given, writes ``tsne.png`` and ``retrieval.png`` there.
     scan_deg: (start, end) in degrees 2-theta: every query cut to that range as a partial measured scan
         (:meth:`xrdflow.ScanRange.fixed`, the points outside filled with the smallest value inside, as
-        ``xrdflow search`` fills a short scan); the gallery's patterns stay whole.
+        ``xrdflow search`` fills a short scan); the baselines' gallery patterns stay whole, and a model with
+        ``simulated_pattern_weight`` > 0 embeds the gallery's patterns cut to the same range.
 
     When the peak_fom baseline runs, the result also holds ``hybrid``: the model's and peak_fom's
     rankings fused by reciprocal rank fusion (k = 60, :mod:`~xrdflow.evaluate.retrieval`), with the
@@ -299,8 +300,8 @@ def evaluate(checkpoint, gallery, *, queries: str = "clean", seed: int = 0, trai
     timing["simulate_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    cached = gallery_embeddings(model, gal, checkpoint, simulator=sim, reflections=refl, cache_dir=cache_dir,
-                                use_cache=use_cache, progress=progress)
+    cached = gallery_embeddings(model, gal, checkpoint, simulator=sim, reflections=refl, scan_deg=scan_deg,
+                                cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     timing["embed_gallery_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     qe = encode_patterns(model, Q)

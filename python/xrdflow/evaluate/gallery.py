@@ -153,8 +153,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "xrdflow" / "gallery"
 
 
-def cache_path(cache_dir, checkpoint_sha256: str, gallery_sha256: str) -> Path:
-    return Path(cache_dir) / f"emb_{checkpoint_sha256[:16]}_{gallery_sha256[:16]}.npz"
+def cache_path(cache_dir, checkpoint_sha256: str, gallery_sha256: str, scan_deg=None) -> Path:
+    scan = "" if scan_deg is None else "_scan{:.3f}-{:.3f}".format(*(float(v) for v in scan_deg))
+    return Path(cache_dir) / f"emb_{checkpoint_sha256[:16]}_{gallery_sha256[:16]}{scan}.npz"
 
 
 def _device_of(model):
@@ -242,7 +243,11 @@ def encode_patterns(model, Y, *, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, model.embed_dim), np.float32)
 
 
-def _read_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, embed_dim: int):
+def _scan_array(scan_deg) -> np.ndarray:
+    return np.zeros(0) if scan_deg is None else np.asarray([float(v) for v in scan_deg], dtype=np.float64)
+
+
+def _read_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, embed_dim: int, scan_deg=None):
     """The cached (structure, crystal-tower) embeddings, or (None, reason) when the file is missing or does not
     match."""
     if not path.is_file():
@@ -252,7 +257,7 @@ def _read_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, em
             data = {k: z[k] for k in z.files}
     except Exception as err:  # noqa: BLE001 - any unreadable file is recomputed
         return None, f"unreadable ({type(err).__name__}: {err})"
-    need = ("version", "checkpoint_sha256", "gallery_sha256", "ids", "embeddings", "crystal_embeddings")
+    need = ("version", "checkpoint_sha256", "gallery_sha256", "ids", "embeddings", "crystal_embeddings", "scan_deg")
     missing = [k for k in need if k not in data]
     if missing:
         return None, f"lacks {missing}"
@@ -262,6 +267,8 @@ def _read_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, em
         return None, "made with another checkpoint"
     if str(data["gallery_sha256"]) != gallery_sha256:
         return None, "made for another gallery"
+    if data["scan_deg"].shape != _scan_array(scan_deg).shape or not np.allclose(data["scan_deg"], _scan_array(scan_deg)):
+        return None, "made for another scan range"
     for key in ("embeddings", "crystal_embeddings"):
         emb = data[key]
         if emb.dtype != np.float32 or emb.shape != (len(ids), embed_dim):
@@ -274,7 +281,7 @@ def _read_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, em
 
 
 def _write_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, emb: np.ndarray,
-                 crystal_emb: np.ndarray) -> None:
+                 crystal_emb: np.ndarray, scan_deg=None) -> None:
     from .._fileio import atomic_output
 
     with atomic_output(path, make_parents=True) as tmp:
@@ -282,7 +289,8 @@ def _write_cache(path: Path, checkpoint_sha256: str, gallery_sha256: str, ids, e
             np.savez(fh, version=np.int64(EMBEDDING_CACHE_VERSION), checkpoint_sha256=np.str_(checkpoint_sha256),
                      gallery_sha256=np.str_(gallery_sha256), ids=np.array([str(i) for i in ids], dtype=np.str_),
                      embeddings=np.ascontiguousarray(emb, dtype=np.float32),
-                     crystal_embeddings=np.ascontiguousarray(crystal_emb, dtype=np.float32))
+                     crystal_embeddings=np.ascontiguousarray(crystal_emb, dtype=np.float32),
+                     scan_deg=_scan_array(scan_deg))
 
 
 @dataclass
@@ -295,14 +303,18 @@ class CachedEmbeddings:
 
 
 def gallery_embeddings(model, gallery: Gallery, checkpoint_path, *, simulator=None, reflections=None,
-                       cache_dir=None, use_cache: bool = True, batch_size: int = 64,
+                       scan_deg=None, cache_dir=None, use_cache: bool = True, batch_size: int = 64,
                        progress: bool = False) -> CachedEmbeddings:
     """Structure embeddings of the gallery, from the cache when it matches, else computed and cached.
 
     A model with ``simulated_pattern_weight`` > 0 fuses each structure's crystal embedding with the pattern
     tower's embedding of its clean pattern: then ``simulator`` (the checkpoint's, ``cfg.make_simulator()``)
     is required, and ``reflections`` (the gallery's under it) are used when given, else
-    :func:`gallery_reflections` (cached in the same folder)."""
+    :func:`gallery_reflections` (cached in the same folder).
+
+    scan_deg: (start, end) degrees 2-theta of a partial scan to match: the simulated patterns are cut to it
+    as the queries are (:func:`~xrdflow.evaluate.evaluation.cut_queries`), because the pattern tower embeds a
+    short scan and the whole pattern differently (cached per range; ignored by a crystal-tower-only model)."""
     if len(gallery) == 0:
         raise ValueError("the gallery is empty: nothing to embed")
     if model.uses_simulated_patterns and simulator is None:
@@ -312,10 +324,12 @@ def gallery_embeddings(model, gallery: Gallery, checkpoint_path, *, simulator=No
     ck = file_hash(checkpoint_path)
     gh = gallery.content_hash()
     root = cache_dir if cache_dir is not None else default_cache_dir()
-    path = cache_path(root, ck, gh)
+    if not model.uses_simulated_patterns:
+        scan_deg = None
+    path = cache_path(root, ck, gh, scan_deg)
     reason = "cache disabled"
     if use_cache:
-        both, reason = _read_cache(path, ck, gh, gallery.ids, model.embed_dim)
+        both, reason = _read_cache(path, ck, gh, gallery.ids, model.embed_dim, scan_deg)
         if both is not None:
             return CachedEmbeddings(both[0], path, True, "ok", crystal_embeddings=both[1])
     crystal = encode_structures(model, gallery.structures, batch_size=batch_size, progress=progress)
@@ -327,9 +341,14 @@ def gallery_embeddings(model, gallery: Gallery, checkpoint_path, *, simulator=No
             reflections = gallery_reflections(simulator, gallery, cache_dir=root, use_cache=use_cache).reflections
         if len(reflections) != len(gallery):
             raise ValueError(f"{len(reflections)} reflection sets for a gallery of {len(gallery)}")
-        emb = structure_embeddings(model, crystal, simulator.render(reflections)[0])
+        clean = simulator.render(reflections)[0]
+        if scan_deg is not None:
+            from .evaluation import cut_queries
+
+            clean = cut_queries(clean, simulator.two_theta_deg, scan_deg)
+        emb = structure_embeddings(model, crystal, clean)
     if use_cache:
-        _write_cache(path, ck, gh, gallery.ids, emb, crystal)
+        _write_cache(path, ck, gh, gallery.ids, emb, crystal, scan_deg)
     return CachedEmbeddings(emb, path if use_cache else None, False, reason, crystal_embeddings=crystal)
 
 

@@ -174,11 +174,17 @@ def search_gallery(pattern, checkpoint, gallery, *, k: int = 10, wavelength=None
         from .gallery import gallery_reflections
 
         refl = gallery_reflections(sim, gal, cache_dir=cache_dir, use_cache=use_cache)
+    scan = None
+    if model.uses_simulated_patterns and info["coverage"] < 1.0:
+        # a partial scan: the gallery's own patterns are cut to the same range before they are embedded
+        scan = (max(info["two_theta_range_deg"][0], info["grid_deg"][0]),
+                min(info["two_theta_range_deg"][1], info["grid_deg"][1]))
     cached = gallery_embeddings(model, gal, checkpoint, simulator=sim,
-                                reflections=None if refl is None else refl.reflections,
+                                reflections=None if refl is None else refl.reflections, scan_deg=scan,
                                 cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     q = encode_patterns(model, y[None, :])
-    emb_info = {"path": None if cached.path is None else str(cached.path), "reused": cached.reused}
+    emb_info = {"path": None if cached.path is None else str(cached.path), "reused": cached.reused,
+                "gallery_scan_range_deg": scan}
     if rerank is None:
         scores, idx = EmbeddingIndex(cached.embeddings, index).search(q, k)
         return {"gallery": gal, "indices": idx[0], "scores": scores[0], "ids": [gal.ids[i] for i in idx[0]],
