@@ -358,6 +358,18 @@ def test_search_with_a_fused_model(tmp_path, small_csv, fused_checkpoint):
     np.testing.assert_allclose(res["scores"], s[res["indices"]], atol=1e-5)
     assert np.all(np.diff(res["scores"]) <= 1e-6)
     assert not np.allclose(s, (encode_patterns(model, res["pattern"][None, :]) @ G.crystal_embeddings.T)[0])
+    assert res["embedding_cache"]["gallery_scan_range_deg"] is None     # a whole scan: whole gallery patterns
+    # a partial measured scan (20-50 deg): the gallery's patterns are cut to the range it covers
+    tt = np.asarray(sim.two_theta_deg)
+    inside = (tt >= 20.0) & (tt <= 50.0)
+    part = search_gallery(_two_column(tmp_path / "part.xy", tt[inside], y[inside]), fused_checkpoint, gal, k=24,
+                          cache_dir=tmp_path, wavelength="CuKa")
+    lo, hi = part["embedding_cache"]["gallery_scan_range_deg"]
+    assert (lo, hi) == (tt[inside][0], tt[inside][-1])
+    Gp = gallery_embeddings(model, gal, fused_checkpoint, simulator=sim, scan_deg=(lo, hi), cache_dir=tmp_path)
+    assert Gp.reused
+    sp = (encode_patterns(model, part["pattern"][None, :]) @ Gp.embeddings.T)[0]
+    np.testing.assert_allclose(part["scores"], sp[part["indices"]], atol=1e-5)
 
 
 def test_embedding_index_dense_and_faiss_agree():

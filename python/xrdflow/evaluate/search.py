@@ -60,7 +60,8 @@ def pattern_on_grid(pattern, sim, *, wavelength=None) -> tuple[np.ndarray, dict]
                                       conflicting_wavelength="raise")
     info = {"file_wavelength": shared["wavelength_pattern_angstrom"],
             "model_wavelength": shared["wavelength_model_angstrom"], "converted": shared["converted"],
-            "coverage": shared["coverage"], "two_theta_range_deg": shared["two_theta_range_deg"]}
+            "coverage": shared["coverage"], "two_theta_range_deg": shared["two_theta_range_deg"],
+            "grid_deg": shared["grid_deg"]}
     coverage, (g0, g1, _) = shared["coverage"], shared["grid_deg"]
     if coverage < MIN_COVERAGE:
         warnings.warn(f"{pattern.source}: the pattern covers only {100 * coverage:.0f} % of the model's "
