@@ -362,8 +362,9 @@ def test_search_with_a_fused_model(tmp_path, small_csv, fused_checkpoint):
     # a partial measured scan (20-50 deg): the gallery's patterns are cut to the range it covers
     tt = np.asarray(sim.two_theta_deg)
     inside = (tt >= 20.0) & (tt <= 50.0)
-    part = search_gallery(_two_column(tmp_path / "part.xy", tt[inside], y[inside]), fused_checkpoint, gal, k=24,
-                          cache_dir=tmp_path, wavelength="CuKa")
+    with pytest.warns(RuntimeWarning, match="covers only 43 %"):
+        part = search_gallery(_two_column(tmp_path / "part.xy", tt[inside], y[inside]), fused_checkpoint, gal,
+                              k=24, cache_dir=tmp_path, wavelength="CuKa")
     lo, hi = part["embedding_cache"]["gallery_scan_range_deg"]
     assert (lo, hi) == (tt[inside][0], tt[inside][-1])
     Gp = gallery_embeddings(model, gal, fused_checkpoint, simulator=sim, scan_deg=(lo, hi), cache_dir=tmp_path)
