@@ -202,7 +202,6 @@ class Trainer(StreamTrainer):
         """(n_train, embed_dim) float32 crystal embeddings of the training structures by the ``init_from``
         model (not the weights being trained: a resumed run regroups exactly as the uninterrupted one), fused
         with their clean patterns when this config's model uses them."""
-        from ..evaluate.gallery import encode_graphs, structure_embeddings
         from ..models import DualTower
 
         state = torch.random.get_rng_state()  # building a model draws initial weights: keep the run's RNG
@@ -211,12 +210,27 @@ class Trainer(StreamTrainer):
         finally:
             torch.random.set_rng_state(state)
         init_weights(model, self.cfg)
-        emb = encode_graphs(model.to(self.device), self.data.train_graphs, batch_size=chunk,
-                            progress=progress_enabled(self.cfg.run.progress) and self.dist.is_main,
-                            desc="hard negatives: embedding")
-        if model.uses_simulated_patterns:   # this config's weight: the look-alikes of its own embeddings
-            emb = structure_embeddings(model, emb, self.sim.render(self.data.train_reflections,
-                                                                   threads=self.cfg.run.render_threads)[0])
+        # this config's simulated_pattern_weight: the look-alikes of its own structure embeddings
+        return self._structure_embeddings(model.to(self.device), self.data.train_graphs, self.data.train_reflections,
+                                          chunk=chunk, desc="hard negatives: embedding", autocast=False,
+                                          progress=progress_enabled(self.cfg.run.progress) and self.dist.is_main)
+
+    def _structure_embeddings(self, model, graphs, reflections, index=None, *, chunk: int = 256,
+                              progress: bool = False, desc: str = "embedding", autocast: bool = True) -> np.ndarray:
+        """(n, embed_dim) float32 structure embeddings by ``model`` (eval mode; the run's autocast unless
+        ``autocast`` is false, as before the optimizer is set up) of ``graphs``, the structures ``index``
+        (default all) of ``reflections``: the crystal tower's, fused with their clean patterns when the model
+        uses them (:func:`xrdflow.evaluate.gallery.structure_embeddings`)."""
+        import contextlib
+
+        from ..evaluate.gallery import encode_graphs, structure_embeddings
+
+        with self._autocast() if autocast else contextlib.nullcontext():
+            emb = encode_graphs(model, graphs, batch_size=chunk, progress=progress, desc=desc)
+            if model.uses_simulated_patterns:
+                idx = None if index is None else np.asarray(index, dtype=np.int64)
+                clean, _ = self.sim.render(reflections, indices=idx, threads=self.cfg.run.render_threads)
+                emb = structure_embeddings(model, emb, clean, batch_size=chunk)
         return emb
 
     def _restore(self, ckpt: dict) -> None:
@@ -272,35 +286,19 @@ class Trainer(StreamTrainer):
 
     @torch.no_grad()
     def embed_validation(self, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-        from ..models import collate_graphs
+        """(structure embeddings, pattern embeddings) of the validation set, row i the same structure."""
+        from ..evaluate.gallery import encode_patterns
 
-        self.model.eval()
-        try:
-            ys = self._validation_patterns()
-            cs, xs = [], []
-            for start in range(0, self.data.n_val, chunk):
-                stop = min(start + chunk, self.data.n_val)
-                g = collate_graphs(self.data.val_graphs[start:stop]).to(self.device)
-                sim = self._simulated_patterns(self.data.val_reflections, np.arange(start, stop))
-                with self._autocast():
-                    cs.append(self.model.encode_structures(g, sim).float().cpu())
-                    xs.append(self.model.encode_patterns(ys[start:start + chunk].to(self.device)).float().cpu())
-            return torch.cat(cs), torch.cat(xs)
-        finally:
-            self.model.train()
+        c = self._structure_embeddings(self.model, self.data.val_graphs, self.data.val_reflections, chunk=chunk)
+        with self._autocast():
+            x = encode_patterns(self.model, self._validation_patterns().numpy(), batch_size=chunk)
+        return torch.from_numpy(c), torch.from_numpy(x)
 
     def embed_train_crystals(self, index, chunk: int = 256) -> torch.Tensor:
         """Structure embeddings of the training structures ``index`` by the model being trained (eval mode, the
         validation's autocast; fused with their clean patterns when the model uses them)."""
-        from ..evaluate.gallery import encode_graphs, structure_embeddings
-
-        with self._autocast():
-            emb = encode_graphs(self.model, [self.data.train_graphs[i] for i in index], batch_size=chunk)
-            if self.model.uses_simulated_patterns:
-                simulated, _ = self.sim.render(self.data.train_reflections, indices=np.asarray(index, dtype=np.int64),
-                                               threads=self.cfg.run.render_threads)
-                emb = structure_embeddings(self.model, emb, simulated)
-        return torch.from_numpy(emb)
+        return torch.from_numpy(self._structure_embeddings(self.model, [self.data.train_graphs[i] for i in index],
+                                                           self.data.train_reflections, index, chunk=chunk))
 
     def validate(self, epoch: int | None = None) -> dict | None:
         """Retrieval top-1/top-5 of validation patterns among validation crystals (rank 0), or None; with
