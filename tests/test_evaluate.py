@@ -288,7 +288,8 @@ def test_fused_gallery_embeddings_by_hand_and_cached_with_the_crystal_towers(tmp
 
 
 def test_fused_gallery_embeddings_of_a_partial_scan_cut_the_gallery_patterns_alike(tmp_path, small_csv,
-                                                                                   tiny_checkpoint, fused_checkpoint):
+                                                                                   tiny_checkpoint, fused_checkpoint,
+                                                                                   monkeypatch):
     from xrdflow.evaluate.evaluation import cut_queries, load_checkpoint
     from xrdflow.evaluate.gallery import structure_embeddings
 
@@ -305,6 +306,17 @@ def test_fused_gallery_embeddings_of_a_partial_scan_cut_the_gallery_patterns_ali
     np.testing.assert_array_equal(cut.crystal_embeddings, whole.crystal_embeddings)
     assert gallery_embeddings(model, gal, fused_checkpoint, simulator=sim, scan_deg=(20.0, 50.0),
                               cache_dir=tmp_path).reused
+    # another range reuses the cached crystal-tower embeddings: the crystal tower does not run again
+    import xrdflow.evaluate.gallery as gallery_module
+
+    def no_crystal_tower(*a, **k):
+        raise AssertionError("the crystal tower ran again for another scan range")
+
+    monkeypatch.setattr(gallery_module, "encode_structures", no_crystal_tower)
+    other = gallery_embeddings(model, gal, fused_checkpoint, simulator=sim, scan_deg=(30.0, 60.0), cache_dir=tmp_path)
+    assert not other.reused
+    np.testing.assert_array_equal(other.crystal_embeddings, whole.crystal_embeddings)
+    monkeypatch.undo()
     # a file renamed to another range's name is refused by its stored range
     import shutil
 

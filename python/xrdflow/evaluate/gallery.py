@@ -332,7 +332,14 @@ def gallery_embeddings(model, gallery: Gallery, checkpoint_path, *, simulator=No
         both, reason = _read_cache(path, ck, gh, gallery.ids, model.embed_dim, scan_deg)
         if both is not None:
             return CachedEmbeddings(both[0], path, True, "ok", crystal_embeddings=both[1])
-    crystal = encode_structures(model, gallery.structures, batch_size=batch_size, progress=progress)
+    if scan_deg is not None:
+        # the crystal tower does not depend on the scan range: take its embeddings from the whole-range
+        # entry (computed and cached once) instead of running it again for every range
+        whole = gallery_embeddings(model, gallery, checkpoint_path, simulator=simulator, reflections=reflections,
+                                   cache_dir=root, use_cache=use_cache, batch_size=batch_size, progress=progress)
+        crystal = whole.crystal_embeddings
+    else:
+        crystal = encode_structures(model, gallery.structures, batch_size=batch_size, progress=progress)
     emb = crystal
     if model.uses_simulated_patterns:
         if simulator.n_points != model.n_points:
