@@ -143,6 +143,14 @@ py::array_t<double> pattern_noise(uint64_t seed, uint64_t epoch, uint64_t index,
   return out;
 }
 
+py::array_t<uint32_t> philox_words(uint64_t seed, uint64_t epoch, uint64_t index, uint32_t first, int n_blocks,
+                                   bool portable) {
+  if (n_blocks < 0 || n_blocks > 10'000'000) throw py::value_error("n_blocks must be in [0, 1e7]");
+  py::array_t<uint32_t> out(4 * static_cast<py::ssize_t>(n_blocks));
+  xrdflow::philox_stream_words(seed, epoch, index, first, n_blocks, portable, out.mutable_data());
+  return out;
+}
+
 py::array_t<double> poisson_inversion(const py::object& lam, const py::object& u, bool lanes) {
   const double* l = checked_array<double>(lam, "lam", {-1});
   const auto n = length(lam);
@@ -185,6 +193,10 @@ void add_augment(py::module_& m) {
         "Names of the columns of the parameter array returned by render_augmented.");
   m.def("philox4x32_10", &philox, py::arg("c0"), py::arg("c1"), py::arg("c2"), py::arg("c3"), py::arg("k0"),
         py::arg("k1"), "One Philox4x32-10 block (for known-answer tests).");
+  m.def("philox_words", &philox_words, py::arg("seed"), py::arg("epoch"), py::arg("index"), py::arg("first"),
+        py::arg("n_blocks"), py::arg("portable") = false,
+        "Words of Philox blocks first .. first + n_blocks - 1 of the stream keyed by (seed, epoch, index), as the "
+        "pattern noise draws them, through the CPU's vector path or the portable loop (for tests that they agree).");
   m.def("pattern_noise", &pattern_noise, py::arg("seed"), py::arg("epoch"), py::arg("index"), py::arg("lam"),
         py::arg("read") = 0.0,
         "Counting noise Poisson(lam) + N(0, read^2) for every point of lam, drawn as render_augmented draws the "

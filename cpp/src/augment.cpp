@@ -2,6 +2,9 @@
 // with its own draws of sample and instrument parameters.
 #include <algorithm>
 #include <cmath>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 #include "dispatch.hpp"
 #include "drivers.hpp"
@@ -144,8 +147,10 @@ void draw_phase(const CacheView& c, int64_t s, const AugmentConfig& cfg, double 
 
 // Words of Philox blocks first + j, j in [0, n_blocks), of a sample's
 // counter (4 words per block, block order).  Blocks are independent: written
-// so that the compiler runs several at once in vector registers.
-XF_VECTOR_CLONES void philox_words(const SampleRng& r, uint32_t first, int n_blocks, uint32_t* __restrict__ out) {
+// so that the compiler runs several at once in vector registers (portable
+// version; GCC turns the 32 x 32 -> 64-bit products into shuffles and
+// emulated 64-bit multiplies, so x86-64 with AVX2 takes philox_words_avx2).
+XF_VECTOR_CLONES void philox_words_generic(const SampleRng& r, uint32_t first, int n_blocks, uint32_t* __restrict__ out) {
   constexpr int kLanes = 8;  // blocks per group, one per vector lane (AVX2: 8 x 32 bits)
   int j = 0;
   for (; j + kLanes <= n_blocks; j += kLanes) {
@@ -180,6 +185,73 @@ XF_VECTOR_CLONES void philox_words(const SampleRng& r, uint32_t first, int n_blo
     const Philox4x32 b = stream_block(r, first + static_cast<uint32_t>(j));
     for (int k = 0; k < 4; ++k) out[4 * j + k] = b.v[k];
   }
+}
+
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(XF_NO_CLONES)
+#define XF_PHILOX_AVX2 1
+// The same words with AVX2 intrinsics: four blocks per vector, each word in
+// a 64-bit lane, so that one vpmuludq forms four 32 x 32 -> 64-bit products;
+// two vectors at once, so that their dependent chains overlap.  Integer
+// arithmetic only: the same words as philox_words_generic on every CPU
+// (tests/test_augment.py compares the two through _core.philox_words).
+// The high halves of the lanes hold leftovers that never reach a low half
+// (vpmuludq reads low halves, the shift moves high into low only from a
+// product), and only low halves are stored.
+__attribute__((target("avx2"))) void philox_words_avx2(const SampleRng& r, uint32_t first, int n_blocks,
+                                                       uint32_t* __restrict__ out) {
+  constexpr int V = 2;
+  const __m256i m0 = _mm256_set1_epi64x(0xD2511F53u), m1 = _mm256_set1_epi64x(0xCD9E8D57u);
+  const __m256i lanes = _mm256_setr_epi64x(0, 1, 2, 3);
+  int j = 0;
+  for (; j + 4 * V <= n_blocks; j += 4 * V) {
+    __m256i x0[V], x1[V], x2[V], x3[V];
+    for (int v = 0; v < V; ++v) {
+      x0[v] = _mm256_set1_epi64x(r.c0);
+      x1[v] = _mm256_set1_epi64x(r.c1);
+      x2[v] = _mm256_set1_epi64x(r.c2);
+      // Block counters first + j + 4v + l (mod 2^32 in the low halves).
+      x3[v] = _mm256_add_epi64(_mm256_set1_epi64x(static_cast<uint32_t>(first + static_cast<uint32_t>(j + 4 * v))), lanes);
+    }
+    uint32_t k0 = r.key0, k1 = r.key1;
+    for (int round = 0; round < 10; ++round) {
+      const __m256i kk0 = _mm256_set1_epi64x(k0), kk1 = _mm256_set1_epi64x(k1);
+      for (int v = 0; v < V; ++v) {
+        const __m256i p0 = _mm256_mul_epu32(x0[v], m0), p1 = _mm256_mul_epu32(x2[v], m1);
+        const __m256i y0 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), x1[v]), kk0);
+        const __m256i y2 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), x3[v]), kk1);
+        x1[v] = p1;
+        x3[v] = p0;
+        x0[v] = y0;
+        x2[v] = y2;
+      }
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    for (int v = 0; v < V; ++v) {
+      // Per block, words (0, 1) and (2, 3) as 64-bit pairs, then blocks in order.
+      const __m256i w01 = _mm256_blend_epi32(x0[v], _mm256_slli_epi64(x1[v], 32), 0xAA);
+      const __m256i w23 = _mm256_blend_epi32(x2[v], _mm256_slli_epi64(x3[v], 32), 0xAA);
+      const __m256i lo = _mm256_unpacklo_epi64(w01, w23), hi = _mm256_unpackhi_epi64(w01, w23);
+      uint32_t* o = out + 4 * (j + 4 * v);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), _mm256_permute2x128_si256(lo, hi, 0x20));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+    }
+  }
+  if (j < n_blocks) philox_words_generic(r, first + static_cast<uint32_t>(j), n_blocks - j, out + 4 * j);
+}
+#endif
+
+// philox_words_avx2 where the CPU has AVX2 (checked once), else the portable loop.
+void philox_words(const SampleRng& r, uint32_t first, int n_blocks, uint32_t* __restrict__ out) {
+#ifdef XF_PHILOX_AVX2
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) {
+    philox_words_avx2(r, first, n_blocks, out);
+    return;
+  }
+#endif
+  philox_words_generic(r, first, n_blocks, out);
 }
 
 // Scratch arrays of one thread, reused across samples (no allocation per pattern).
@@ -585,6 +657,16 @@ void poisson_by_inversion(const double* lam, const double* u, int64_t n, bool la
   poisson_in_lanes(
       n, [&](int64_t j) { return lam[j]; }, [&](int64_t j) { return u[j]; },
       [&](int64_t j, double k) { out[j] = k; });
+}
+
+void philox_stream_words(uint64_t seed, uint64_t epoch, uint64_t index, uint32_t first, int n_blocks, bool portable,
+                         uint32_t* out) {
+  if (n_blocks < 0) fail("n_blocks must be >= 0, got ", n_blocks);
+  const SampleRng rng = make_sample_rng(seed, epoch, index);
+  if (portable)
+    philox_words_generic(rng, first, n_blocks, out);
+  else
+    philox_words(rng, first, n_blocks, out);
 }
 
 void pattern_counting_noise(uint64_t seed, uint64_t epoch, uint64_t index, const double* lam, int n, double read,

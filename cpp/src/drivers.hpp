@@ -188,6 +188,13 @@ void pattern_counting_noise(uint64_t seed, uint64_t epoch, uint64_t index, const
 // pattern path (lanes = true) or the scalar poisson_inverse; the two must agree.
 void poisson_by_inversion(const double* lam, const double* u, int64_t n, bool lanes, double* out);
 
+// Words of the Philox blocks first .. first + n_blocks - 1 of the stream keyed
+// by (seed, epoch, index), four per block, as the pattern noise draws them:
+// through the vector path the CPU selects (portable = false) or the portable
+// loop (portable = true); the two must agree.
+void philox_stream_words(uint64_t seed, uint64_t epoch, uint64_t index, uint32_t first, int n_blocks, bool portable,
+                         uint32_t* out);
+
 // Names of the per-sample parameters written by render_augmented, in order.
 const std::vector<std::string>& augment_parameter_names();
 

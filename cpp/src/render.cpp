@@ -95,7 +95,10 @@ XF_VECTOR_CLONES void accumulate_lines(const Grid& grid, const double* d, const 
   // thread, reused (finish_tails clears what it touched).
   thread_local std::vector<double> buffer;
   if (buffer.size() < static_cast<size_t>(grid.n) + 2) buffer.assign(grid.n + 2, 0.0);
-  TailBuffer tails{buffer.data(), grid.n + 2, -1};
+  // And a zeroed float accumulator for the exact Lorentzian parts (uniform grids; render.hpp).
+  thread_local std::vector<float> lorentz;
+  if (lorentz.size() < static_cast<size_t>(grid.n)) lorentz.assign(grid.n, 0.0f);
+  TailBuffer tails{buffer.data(), grid.n + 2, -1, lorentz.data(), grid.n, 0};
   // Peak parameters of every (line, reflection), row line * n + i (peak_table;
   // asin for the drawn peaks only, in peak_of).
   thread_local std::vector<double> table;
