@@ -175,8 +175,11 @@ py::array_t<double> vecmath(const std::string& function, const py::object& x) {
         throw py::value_error("log_arith needs a positive, finite, normal x");
       o[i] = function == "log" ? xrdflow::log_arith(v[i])
                                : static_cast<double>(xrdflow::log_arith_f(static_cast<float>(v[i])));
+    } else if (function == "normal_f") {
+      if (!(v[i] > 0.0 && v[i] < 1.0)) throw py::value_error("inverse_normal_f needs 0 < p < 1");
+      o[i] = static_cast<double>(xrdflow::inverse_normal_f(static_cast<float>(v[i])));
     } else {
-      throw py::value_error("function must be exp, log or log_f");
+      throw py::value_error("function must be exp, log, log_f or normal_f");
     }
   }
   return out;
@@ -205,7 +208,7 @@ void add_augment(py::module_& m) {
         "Poisson(lam) by inversion of u (means below 20) through the pattern path's vector lanes or the scalar "
         "search, for tests that the two agree.");
   m.def("vecmath", &vecmath, py::arg("function"), py::arg("x"),
-        "exp_arith, log_arith or log_arith_f (function 'exp', 'log', 'log_f') of the core elementwise, for tests.");
+        "exp_arith, log_arith, log_arith_f or inverse_normal_f (function 'exp', 'log', 'log_f', 'normal_f') of the core elementwise, for tests.");
   m.def("sample_stream", &sample_stream, py::arg("seed"), py::arg("epoch"), py::arg("index"), py::arg("kind"),
         py::arg("parameter") = 0.0, py::arg("count") = 1,
         "The first `count` draws (uniform, normal, or poisson with mean `parameter`) of the stream keyed by "
