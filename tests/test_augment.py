@@ -307,6 +307,33 @@ def test_philox_known_answers():
         0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)
 
 
+@pytest.mark.parametrize("first, n_blocks", [(0x80000000, 1027), (0xFFFFFFFA, 13), (0xC0000000, 3), (7, 0)])
+def test_philox_stream_words_vector_path_matches_the_blocks(first, n_blocks):
+    """The pattern noise's Philox words (the AVX2 path where the CPU has it) are the blocks
+    philox4x32_10(index_lo, index_hi, epoch, block; seed_lo, seed_hi), block counters wrapping at 2^32."""
+    seed, epoch, index = 2**40 + 17, 3, 2**33 + 5
+    fast = _core.philox_words(seed, epoch, index, first, n_blocks)
+    portable = _core.philox_words(seed, epoch, index, first, n_blocks, portable=True)
+    assert fast.dtype == np.uint32 and fast.shape == (4 * n_blocks,)
+    np.testing.assert_array_equal(fast, portable)
+    for j in sorted({0, n_blocks // 2, n_blocks - 1}) if n_blocks else []:
+        block = _core.philox4x32_10(index & 0xFFFFFFFF, index >> 32, epoch, (first + j) % 2**32,
+                                    seed & 0xFFFFFFFF, seed >> 32)
+        assert tuple(int(w) for w in fast[4 * j:4 * j + 4]) == block
+
+
+def test_single_precision_normal_deviates_match_scipy():
+    """inverse_normal_f (Giles' erfinv) over every uniform the pattern noise can draw, against scipy's ndtri."""
+    from scipy.special import ndtri
+    m = np.arange(0, 2**23, 7, dtype=np.float64)
+    p = np.concatenate([(2 * m + 1) / 2**24, [2**-24, 1 - 2**-24]])
+    z = _core.vecmath("normal_f", p)
+    assert np.max(np.abs(z - ndtri(p))) < 1.3e-6
+    assert np.all(np.diff(z[:-2]) >= 0)  # monotone
+    with pytest.raises(ValueError, match="0 < p < 1"):
+        _core.vecmath("normal_f", np.array([1.0]))
+
+
 def test_background_and_hump_are_bounded_and_positive():
     sim = xf.Simulator("CuKa", normalization="none")
     cache = sim.reflections([cubic()])
