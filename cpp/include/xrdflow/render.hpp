@@ -163,7 +163,7 @@ XF_INLINE void lorentz_exact_pair_double(const Grid& g, const LorentzPart& p, co
 
 // The same in single precision on a uniform grid, into the float accumulator
 // (twice the lanes per vector and a cheaper division: the exact Lorentzian
-// points are most of the work of an augmented render).  The distance to the
+// points are the largest single loop of an augmented render).  The distance to the
 // centre is (i - ic) step + (x_ic - centre) with ic the grid index nearest
 // the centre: an exact small integer times the step plus an offset below
 // half a step, so it keeps float's relative precision down to the centre
