@@ -46,12 +46,17 @@ XF_INLINE int lower_index(const Grid& g, double v) {
 constexpr double kTailTolerance = 1e-5;
 
 // Pieces start where they would span this many grid steps: closer in, exact
-// points are cheaper.  An exact point costs ~1.5 cycles with AVX2 (and the
-// two lines of a doublet share its division), a piece ~35 cycles per line
-// (two divisions and four scattered updates), so they break even at ~25-35
-// steps; measured on MP-20 patterns with broad (Scherrer) peaks: 2 steps
-// 7,400 patterns/s, 16 steps 7,950, 32 steps 8,100.
-constexpr double kPieceStepsMin = 32.0;
+// points are cheaper.  A piece costs ~35 cycles per line (two divisions and
+// four scattered updates); an exact point, in float32 lanes with the two
+// lines of a doublet sharing its division, well under one cycle with AVX-512
+// and about one with AVX2.  Measured with the realistic augmentation
+// (MP-20, 4096 points, best of 20 sim.render calls of 256 patterns, 1 thread):
+// with double exact points on an AVX2 machine 2 steps gave 7,400 patterns/s,
+// 16 steps 7,950, 32 steps 8,100; with float exact points on an AVX-512 one
+// 32 steps ~16,000, 48 ~16,600, 64 ~16,900, 128 ~16,900 and no pieces at
+// all ~16,900.  64 keeps pieces for the longest tails (small cutoff_rel,
+// AVX2 machines, where exact points cost twice as much).
+constexpr double kPieceStepsMin = 64.0;
 
 // Scratch of one render: second differences of the far tails (d2, length
 // n + 2, all zero when unused) and the index range [lo, hi] they touch; and,
