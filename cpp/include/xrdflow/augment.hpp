@@ -194,9 +194,14 @@ XF_INLINE float word_to_uniform_f(uint32_t w) {
 // vectorize; no division but the log's).  For the p of word_to_uniform_f,
 // 1 - p and 2p - 1 are exact and 1 - x^2 = 4p(1 - p) is one rounding; within
 // 1.3e-6 of inverse_normal_cdf over every such p (tests/test_augment.py).
-XF_INLINE float inverse_normal_f(float p) {
-  const float x = 2.0f * p - 1.0f;
-  const float w = -log_arith_f(4.0f * p * (1.0f - p));
+// Its parts: w, the central polynomial (w < kGilesTail) and the tail one (w >= kGilesTail), each
+// without the factor sqrt(2) x; whole patterns take the central one for every point and redo the
+// few tail points (p < 0.0034 or p > 0.9966), the same values (normal_deviates_f, augment.cpp).
+constexpr float kGilesTail = 5.0f;
+
+XF_INLINE float giles_w(float p) { return -log_arith_f(4.0f * p * (1.0f - p)); }
+
+XF_INLINE float giles_central(float w) {
   const float a = w - 2.5f;
   float c = 2.81022636e-08f;
   c = 3.43273939e-07f + c * a;
@@ -207,6 +212,10 @@ XF_INLINE float inverse_normal_f(float p) {
   c = -0.00417768164f + c * a;
   c = 0.246640727f + c * a;
   c = 1.50140941f + c * a;
+  return c;
+}
+
+XF_INLINE float giles_tail(float w) {
   const float b = std::sqrt(w) - 3.0f;
   float t = -0.000200214257f;
   t = 0.000100950558f + t * b;
@@ -217,7 +226,13 @@ XF_INLINE float inverse_normal_f(float p) {
   t = 0.00943887047f + t * b;
   t = 1.00167406f + t * b;
   t = 2.83297682f + t * b;
-  return 1.41421356f * (w < 5.0f ? c : t) * x;
+  return t;
+}
+
+XF_INLINE float inverse_normal_f(float p) {
+  const float x = 2.0f * p - 1.0f;
+  const float w = giles_w(p);
+  return 1.41421356f * (w < kGilesTail ? giles_central(w) : giles_tail(w)) * x;
 }
 
 // cornish_fisher in single precision; without read noise (round = true) the
