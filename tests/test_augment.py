@@ -260,6 +260,24 @@ def test_pattern_noise_read_noise_mixed_means_and_determinism():
         _core.pattern_noise(3, 0, 9, np.array([1.0]), float("nan"))
 
 
+def test_pattern_noise_deviates_are_inverse_normal_f_of_the_stream_words_tails_included():
+    """Point i of the pattern noise takes word i of the noise stream (Philox block 2^31 + i // 4);
+    with a mean of 1e6 and no read noise its count is the Cornish-Fisher value of that word's normal
+    deviate, rounded.  The central and tail parts of Giles' formula are computed in separate passes
+    (normal_deviates_f), so the tail points (p < 0.0034 or p > 0.9966) are checked on their own."""
+    n, lam = 40_000, 1e6
+    x = _core.pattern_noise(5, 2, 11, np.full(n, lam), 0.0)
+    words = np.asarray(_core.philox_words(5, 2, 11, 0x80000000, n // 4), dtype=np.uint64).reshape(-1)
+    p = (2.0 * (words >> 9) + 1.0) / 2.0 ** 24
+    z = _core.vecmath("normal_f", p)
+    s = math.sqrt(lam)
+    want = lam + s * z + (z * z - 1) / 6 + (z ** 3 - 3 * z) / (24 * s) - (2 * z ** 3 - 5 * z) / (36 * s)
+    tail = (p < 0.0034) | (p > 0.9966)
+    assert tail.sum() > 100
+    assert np.max(np.abs(x[tail] - want[tail])) <= 0.6
+    assert np.max(np.abs(x[~tail] - want[~tail])) <= 0.6
+
+
 def test_poisson_lanes_equal_the_scalar_search():
     """The exact branch of the pattern noise (16 points at a time in vector lanes) gives the same
     counts as the scalar inversion, including u next to 0 and 1 and a last, partial group."""
