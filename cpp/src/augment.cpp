@@ -263,7 +263,7 @@ XF_INLINE void normal_deviates_f(const uint32_t* __restrict__ words, int from, i
   for (int i = from; i < to; ++i) {
     const float p = word_to_uniform_f(words[i]);
     const float w = giles_w(p);
-    z[i] = 1.41421356f * giles_central(w) * (2.0f * p - 1.0f);
+    z[i] = giles_deviate(giles_central(w), p);
     tail[i] = w < kGilesTail ? 0 : 1;
   }
   for (int start = from; start < to; start += 64) {
@@ -274,7 +274,7 @@ XF_INLINE void normal_deviates_f(const uint32_t* __restrict__ words, int from, i
     for (int i = start; i < end; ++i)
       if (tail[i]) {
         const float p = word_to_uniform_f(words[i]);
-        z[i] = 1.41421356f * giles_tail(giles_w(p)) * (2.0f * p - 1.0f);
+        z[i] = giles_deviate(giles_tail(giles_w(p)), p);
       }
   }
 }

@@ -229,10 +229,12 @@ XF_INLINE float giles_tail(float w) {
   return t;
 }
 
+// The deviate from either polynomial's value at p: sqrt(2) poly x, x = 2p - 1.
+XF_INLINE float giles_deviate(float poly, float p) { return 1.41421356f * poly * (2.0f * p - 1.0f); }
+
 XF_INLINE float inverse_normal_f(float p) {
-  const float x = 2.0f * p - 1.0f;
   const float w = giles_w(p);
-  return 1.41421356f * (w < kGilesTail ? giles_central(w) : giles_tail(w)) * x;
+  return giles_deviate(w < kGilesTail ? giles_central(w) : giles_tail(w), p);
 }
 
 // cornish_fisher in single precision; without read noise (round = true) the
