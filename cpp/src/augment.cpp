@@ -366,10 +366,11 @@ XF_INLINE void poisson_in_lanes(int64_t n, LamOf lam_of, UOf u_of, Store store) 
   }
 }
 
-// acc[i] <- (Poisson(counts acc_i+) + N(0, read^2)) / counts for every point
+// acc[i] <- (Poisson(counts y_i+) + N(0, read^2)) / counts for every point, y = in_scale acc
 // (counting_noise of augment.hpp in passes over the pattern; point i draws
 // from word i of the sample's noise stream, see kNoiseStream).
-XF_VECTOR_CLONES void add_counting_noise(const SampleRng& rng, double counts, double read, int np, double* __restrict__ acc) {
+XF_VECTOR_CLONES void add_counting_noise(const SampleRng& rng, double counts, double read, int np, double in_scale,
+                                        double* __restrict__ acc) {
   Scratch& sc = scratch();
   sc.fit(np);
   uint32_t* __restrict__ words = sc.words.data();
@@ -380,7 +381,10 @@ XF_VECTOR_CLONES void add_counting_noise(const SampleRng& rng, double counts, do
   const int n_blocks = (np + 3) / 4;
   philox_words(rng, kNoiseStream, n_blocks, words);
   // Pass 1 (vector): means, and which take the exact branch.
-  for (int i = 0; i < np; ++i) lam[i] = static_cast<float>(counts * (acc[i] > 0.0 ? acc[i] : 0.0));
+  for (int i = 0; i < np; ++i) {
+    const double y = acc[i] * in_scale;
+    lam[i] = static_cast<float>(counts * (y > 0.0 ? y : 0.0));
+  }
   for (int i = 0; i < np; ++i) exact[i] = lam[i] < static_cast<float>(kPoissonExactBelow) ? 1 : 0;
   // Pass 2 (vector): normal deviates, then Cornish-Fisher everywhere (the small means are redone
   // below); two loops, since GCC 12 vectorizes each but not the two in one.
@@ -439,13 +443,14 @@ XF_VECTOR_CLONES void add_counting_noise(const SampleRng& rng, double counts, do
       });
 }
 
-// acc[i] += base + scale sum_k c_k T_k(x_i), x the grid mapped onto [-1, 1]
+// acc[i] <- in_scale acc[i] + base + scale sum_k c_k T_k(x_i), x the grid mapped onto [-1, 1]
 // (Chebyshev recurrence T_{k+1} = 2x T_k - T_{k-1}).  Sixteen points at a
 // time, every term for them before the next sixteen, so that x, T_k, T_{k-1}
 // and the sum stay in vector registers (one load and one store per point);
 // each point's operations are the same, in the same order, as one term at a
 // time over the whole grid.
-XF_VECTOR_CLONES void add_chebyshev(const Grid& grid, const double* c, int order, double base, double scale, double* __restrict__ acc) {
+XF_VECTOR_CLONES void add_chebyshev(const Grid& grid, const double* c, int order, double base, double scale,
+                                   double in_scale, double* __restrict__ acc) {
   constexpr int kLanes = 16;
   const double x0 = grid.x[0], to_unit = 2.0 / (grid.x[grid.n - 1] - grid.x[0]);
   const double c0 = c[0], c1 = order > 1 ? c[1] : 0.0;
@@ -460,7 +465,7 @@ XF_VECTOR_CLONES void add_chebyshev(const Grid& grid, const double* c, int order
       x[i] = (g[i] - x0) * to_unit - 1.0;
       t0[i] = 1.0;
       t1[i] = x[i];
-      sum[i] = out[i] + (base + scale * (c0 + c1 * x[i]));
+      sum[i] = out[i] * in_scale + (base + scale * (c0 + c1 * x[i]));
     }
     for (int k = 2; k < order; ++k) {
       for (int i = 0; i < len; ++i) {
@@ -477,15 +482,15 @@ XF_VECTOR_CLONES void add_chebyshev(const Grid& grid, const double* c, int order
   if (start < grid.n) block(start, grid.n - start);
 }
 
-// acc[i] += level exp(-k (x_i - centre)^2).  On a uniform grid by the
+// acc[i] <- in_scale acc[i] + level exp(-k (x_i - centre)^2).  On a uniform grid by the
 // product recurrence of add_gaussian (render.hpp), restarted from an exact
 // exp every 64 points so that rounding stays at the 1e-14 level.
-void add_hump(const Grid& grid, double centre, double k, double level, double* __restrict__ acc) {
+void add_hump(const Grid& grid, double centre, double k, double level, double in_scale, double* __restrict__ acc) {
   const int np = grid.n;
   if (!grid.uniform) {
     for (int i = 0; i < np; ++i) {
       const double dx = grid.x[i] - centre;
-      acc[i] += level * std::exp(-k * dx * dx);
+      acc[i] = acc[i] * in_scale + level * std::exp(-k * dx * dx);
     }
     return;
   }
@@ -497,20 +502,22 @@ void add_hump(const Grid& grid, double centre, double k, double level, double* _
     if (value == 0.0 || !(ratio < 1e300)) {  // far out on a narrow hump: 0 * inf must not appear
       for (int i = start; i < end; ++i) {
         const double dx = grid.x[i] - centre;
-        acc[i] += level * std::exp(-k * dx * dx);
+        acc[i] = acc[i] * in_scale + level * std::exp(-k * dx * dx);
       }
       continue;
     }
     for (int i = start; i < end; ++i) {
-      acc[i] += value;
+      acc[i] = acc[i] * in_scale + value;
       value *= ratio;
       ratio *= q;
     }
   }
 }
 
-void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, const RenderOptions& base,
-                   const Grid& grid, SampleRng& rng, double* acc, double* row) {
+// Render sample s into acc (before normalization) and its draws into row;
+// returns the overall scale drawn for it.
+double render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, const RenderOptions& base,
+                     const Grid& grid, SampleRng& rng, double* acc, double* row) {
   const int64_t n_cache = c.refl.n_structures;
   // --- instrument
   double lambdas[2] = {base.wavelengths[0], base.n_lines > 1 ? base.wavelengths[1] : 0.0};
@@ -592,12 +599,13 @@ void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, cons
   const bool hump = bernoulli(rng, cfg.hump_probability);
   const bool noise = bernoulli(rng, cfg.noise_probability);
   row[P_BACKGROUND] = row[P_HUMP] = row[P_HUMP_CENTER] = row[P_HUMP_FWHM] = row[P_COUNTS] = row[P_READ_NOISE] = 0.0;
+  // The factor acc still owes for its division by the peak: the first of the
+  // stages below applies it as it passes over the pattern (x 1.0 afterwards,
+  // which is exact), the same values as a pass of its own first.
+  double pending = 1.0;
   if (background || hump || noise) {
     const double peak = max_value(acc, np);
-    if (peak > 0.0) {
-      const double inv_peak = 1.0 / peak;
-      for (int i = 0; i < np; ++i) acc[i] *= inv_peak;
-    }
+    if (peak > 0.0) pending = 1.0 / peak;
   }
   if (background) {
     // A smooth, non-negative Chebyshev background of height <= level:
@@ -607,7 +615,8 @@ void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, cons
     for (int k = 0; k < order; ++k) norm += std::fabs(coef[k] = uniform_in(rng, -1.0, 1.0) / (k + 1));
     const double level = uniform_in(rng, cfg.background_lo, cfg.background_hi);
     row[P_BACKGROUND] = level;
-    add_chebyshev(grid, coef, order, level * 0.5, level * 0.5 / norm, acc);
+    add_chebyshev(grid, coef, order, level * 0.5, level * 0.5 / norm, pending, acc);
+    pending = 1.0;
   }
   if (hump) {
     // Amorphous halo: a broad Gaussian in 2-theta.
@@ -617,7 +626,8 @@ void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, cons
     row[P_HUMP] = level;
     row[P_HUMP_CENTER] = centre;
     row[P_HUMP_FWHM] = fwhm;
-    add_hump(grid, centre, 4.0 * kLn2 / (fwhm * fwhm), level, acc);
+    add_hump(grid, centre, 4.0 * kLn2 / (fwhm * fwhm), level, pending, acc);
+    pending = 1.0;
   }
   if (noise) {
     // Counting statistics: the strongest point holds `counts` counts; each
@@ -626,13 +636,11 @@ void render_sample(const CacheView& c, int64_t s, const AugmentConfig& cfg, cons
     const double read = uniform_in(rng, cfg.read_noise_lo, cfg.read_noise_hi);
     row[P_COUNTS] = counts;
     row[P_READ_NOISE] = read;
-    add_counting_noise(rng, counts, read, np, acc);
+    add_counting_noise(rng, counts, read, np, pending, acc);
   }
   const double scale = uniform_in(rng, cfg.scale_lo, cfg.scale_hi);
   row[P_SCALE] = scale;
-  normalize(base, acc);
-  if (scale != 1.0)
-    for (int i = 0; i < np; ++i) acc[i] *= scale;
+  return scale;  // applied with the normalization in finish_pattern
 }
 
 }  // namespace
@@ -712,7 +720,7 @@ void pattern_counting_noise(uint64_t seed, uint64_t epoch, uint64_t index, const
     out[i] = lam[i];
   }
   const SampleRng rng = make_sample_rng(seed, epoch, index);
-  add_counting_noise(rng, 1.0, read, n, out);
+  add_counting_noise(rng, 1.0, read, n, 1.0, out);
 }
 
 void render_augmented(const CacheView& c, const int64_t* indices, int64_t n, const AugmentConfig& cfg,
@@ -728,9 +736,8 @@ void render_augmented(const CacheView& c, const int64_t* indices, int64_t n, con
     std::vector<double>& acc = scratch().acc;
     acc.assign(base.n_points, 0.0);
     double* row = params + i * P_COUNT;
-    render_sample(c, indices[i], cfg, base, grid, rng, acc.data(), row);
-    float* dst = out + i * static_cast<int64_t>(base.n_points);
-    for (int k = 0; k < base.n_points; ++k) dst[k] = static_cast<float>(acc[k]);
+    const double scale = render_sample(c, indices[i], cfg, base, grid, rng, acc.data(), row);
+    finish_pattern(base, acc.data(), scale, out + i * static_cast<int64_t>(base.n_points));
   });
 }
 

@@ -115,8 +115,9 @@ struct Placement {
 };
 
 Grid make_grid(const RenderOptions& opt);
-// Normalize one accumulated pattern as opt.normalization says.
-void normalize(const RenderOptions& opt, double* acc);
+// row = float32(acc / divisor x factor), divisor that of opt.normalization
+// (no division for none): normalization, overall scale and conversion in one pass.
+void finish_pattern(const RenderOptions& opt, const double* acc, double factor, float* row);
 // Largest of x[0..n), n >= 1 (the value of *std::max_element).
 double max_value(const double* x, int n);
 // Add the peaks of n reflections (d in angstrom, weight = M |F|^2 times any

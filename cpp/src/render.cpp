@@ -174,17 +174,33 @@ XF_VECTOR_CLONES double max_value(const double* x, int n) {
   return a > b ? a : b;
 }
 
-XF_VECTOR_CLONES void normalize(const RenderOptions& o, double* acc) {
+// The divisor of opt.normalization (max or trapezoid area), 0 for none.
+double normalization_divisor(const RenderOptions& o, const double* acc) {
   double scale = 0.0;
   if (o.normalization == Normalization::max) {
     scale = max_value(acc, o.n_points);
   } else if (o.normalization == Normalization::area) {
     for (int i = 1; i < o.n_points; ++i) scale += 0.5 * (acc[i] + acc[i - 1]) * (o.axis[i] - o.axis[i - 1]);
-  } else {
-    return;
   }
-  if (scale > 0.0)
-    for (int i = 0; i < o.n_points; ++i) acc[i] /= scale;
+  return scale;
+}
+
+// row[i] = float((acc[i] / divisor) x factor) in one pass, each step only
+// where it applies (divisor > 0, factor != 1): the same values as dividing,
+// then scaling, then converting in three passes over the pattern.
+XF_VECTOR_CLONES void finish_pattern(const RenderOptions& o, const double* __restrict__ acc, double factor,
+                                     float* __restrict__ row) {
+  const int n = o.n_points;
+  const double divisor = normalization_divisor(o, acc);
+  if (divisor > 0.0 && factor != 1.0) {
+    for (int i = 0; i < n; ++i) row[i] = static_cast<float>((acc[i] / divisor) * factor);
+  } else if (divisor > 0.0) {
+    for (int i = 0; i < n; ++i) row[i] = static_cast<float>(acc[i] / divisor);
+  } else if (factor != 1.0) {
+    for (int i = 0; i < n; ++i) row[i] = static_cast<float>(acc[i] * factor);
+  } else {
+    for (int i = 0; i < n; ++i) row[i] = static_cast<float>(acc[i]);
+  }
 }
 
 namespace {
@@ -194,8 +210,7 @@ namespace {
 void render_structure(const ReflectionView& r, const RenderOptions& o, const Grid& grid, int64_t s, float* row) {
   std::vector<double> acc(o.n_points, 0.0);
   render_one(r, o, grid, s, acc.data());
-  normalize(o, acc.data());
-  for (int i = 0; i < o.n_points; ++i) row[i] = static_cast<float>(acc[i]);
+  finish_pattern(o, acc.data(), 1.0, row);
 }
 
 }  // namespace
