@@ -203,6 +203,17 @@ __attribute__((target("avx2"))) void philox_words_avx2(const SampleRng& r, uint3
   constexpr int V = 2;
   const __m256i m0 = _mm256_set1_epi64x(0xD2511F53u), m1 = _mm256_set1_epi64x(0xCD9E8D57u);
   const __m256i lanes = _mm256_setr_epi64x(0, 1, 2, 3);
+  // The round keys, broadcast once per call rather than in every round of every group.
+  __m256i kk0[10], kk1[10];
+  {
+    uint32_t k0 = r.key0, k1 = r.key1;
+    for (int round = 0; round < 10; ++round) {
+      kk0[round] = _mm256_set1_epi64x(k0);
+      kk1[round] = _mm256_set1_epi64x(k1);
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+  }
   int j = 0;
   for (; j + 4 * V <= n_blocks; j += 4 * V) {
     __m256i x0[V], x1[V], x2[V], x3[V];
@@ -213,20 +224,16 @@ __attribute__((target("avx2"))) void philox_words_avx2(const SampleRng& r, uint3
       // Block counters first + j + 4v + l (mod 2^32 in the low halves).
       x3[v] = _mm256_add_epi64(_mm256_set1_epi64x(static_cast<uint32_t>(first + static_cast<uint32_t>(j + 4 * v))), lanes);
     }
-    uint32_t k0 = r.key0, k1 = r.key1;
     for (int round = 0; round < 10; ++round) {
-      const __m256i kk0 = _mm256_set1_epi64x(k0), kk1 = _mm256_set1_epi64x(k1);
       for (int v = 0; v < V; ++v) {
         const __m256i p0 = _mm256_mul_epu32(x0[v], m0), p1 = _mm256_mul_epu32(x2[v], m1);
-        const __m256i y0 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), x1[v]), kk0);
-        const __m256i y2 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), x3[v]), kk1);
+        const __m256i y0 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), x1[v]), kk0[round]);
+        const __m256i y2 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), x3[v]), kk1[round]);
         x1[v] = p1;
         x3[v] = p0;
         x0[v] = y0;
         x2[v] = y2;
       }
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
     }
     for (int v = 0; v < V; ++v) {
       // Per block, words (0, 1) and (2, 3) as 64-bit pairs, then blocks in order.
