@@ -132,8 +132,9 @@ void draw_phase(const CacheView& c, int64_t s, const AugmentConfig& cfg, double 
       texture = sum / n_ops;
     }
     // Total intensity is conserved: weigh by what the primary line records.
+    // (Without texture the two totals are the same sums and their ratio is 1.)
     const double sin_t = lambda1 / (2.0 * d);
-    if (sin_t < 1.0) {
+    if (n_ops > 0 && sin_t < 1.0) {
       const double lp = lorentz_polarization_sc(sin_t, std::sqrt(1.0 - sin_t * sin_t), cos2m, neutron);
       total_plain += w * lp;
       total_textured += w * texture * lp;
@@ -142,7 +143,8 @@ void draw_phase(const CacheView& c, int64_t s, const AugmentConfig& cfg, double 
     w_out.push_back(w * texture);
   }
   const double renorm = total_textured > 0.0 ? phase_scale * total_plain / total_textured : phase_scale;
-  for (size_t i = first; i < w_out.size(); ++i) w_out[i] *= renorm;
+  if (renorm != 1.0)
+    for (size_t i = first; i < w_out.size(); ++i) w_out[i] *= renorm;
 }
 
 // Words of Philox blocks first + j, j in [0, n_blocks), of a sample's
