@@ -174,6 +174,8 @@ XF_VECTOR_CLONES double max_value(const double* x, int n) {
   return a > b ? a : b;
 }
 
+namespace {
+
 // The divisor of opt.normalization (max or trapezoid area), 0 for none.
 double normalization_divisor(const RenderOptions& o, const double* acc) {
   double scale = 0.0;
@@ -184,6 +186,8 @@ double normalization_divisor(const RenderOptions& o, const double* acc) {
   }
   return scale;
 }
+
+}  // namespace
 
 // row[i] = float((acc[i] / divisor) x factor) in one pass, each step only
 // where it applies (divisor > 0, factor != 1): the same values as dividing,
